@@ -1,0 +1,1 @@
+"""An example third-party sitq plugin (see docs/plugins.md)."""

@@ -1,0 +1,1 @@
+"""Backends that ship with sitq-core (only the in-memory one; stores are plugins)."""

@@ -1,0 +1,379 @@
+"""MemoryBackend: an in-process store for tests, demos and examples.
+
+``memory://`` gives a fresh store; ``memory://NAME`` gives the store called NAME in this
+process, so a ``TaskQueue("memory://app")`` and a ``Worker("memory://app")`` in one
+process share it. It is thread-safe (a ``SyncTaskQueue`` and a worker may run on
+different event loops) but not shared between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ..backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
+from ..job import Job
+
+__all__ = ["MemoryBackend"]
+
+_named: dict[str, _Store] = {}
+_named_lock = threading.Lock()
+
+
+class _Waiters:
+    """Futures of any event loop, woken thread-safely."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def add(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._items.append((loop, fut))
+        return fut
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        self._items = [item for item in self._items if item[1] is not fut]
+
+    def wake(self) -> None:
+        items, self._items = self._items, []
+        for loop, fut in items:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.dead: dict[str, Job] = {}
+        self.results: dict[str, tuple[bytes, float]] = {}
+        self.keys: dict[str, str] = {}
+        self.ticks: set[tuple[str, float]] = set()
+        self.ready: dict[str, list[tuple[int, float, int, str]]] = {}
+        self.scheduled: dict[str, list[tuple[float, int, str]]] = {}
+        self.entry: dict[str, int] = {}
+        self.seq = itertools.count()
+        self.job_waiters = _Waiters()
+        self.result_waiters: dict[str, _Waiters] = {}
+
+
+def _ts(value: datetime | None) -> float:
+    return 0.0 if value is None else value.timestamp()
+
+
+class MemoryBackend(Backend):
+    """In-process backend. See the module docstring."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    supports_notifications: ClassVar[bool] = True
+    supports_multiprocess: ClassVar[bool] = False
+    supports_dead_letters: ClassVar[bool] = True
+
+    def __init__(self, name: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.name = name
+        if name:
+            with _named_lock:
+                self._s = _named.setdefault(name, _Store())
+        else:
+            self._s = _Store()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryBackend:
+        parts = urlsplit(url)
+        name = (parts.netloc + parts.path).strip("/") or None
+        return cls(name, url=url, **options)
+
+    def _now(self) -> float:
+        return time.time()
+
+    async def _connect(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ internals
+    def _push(self, job: Job) -> None:
+        s = self._s
+        seq = next(s.seq)
+        s.entry[job.id] = seq
+        eta = _ts(job.eta)
+        if eta > self._now():
+            heapq.heappush(s.scheduled.setdefault(job.queue, []), (eta, seq, job.id))
+        else:
+            order = eta or _ts(job.created_at)
+            heapq.heappush(s.ready.setdefault(job.queue, []), (-job.priority, order, seq, job.id))
+
+    def _live(self, job_id: str, seq: int) -> Job | None:
+        job = self._s.jobs.get(job_id)
+        if job is None or job.state != "queued" or self._s.entry.get(job_id) != seq:
+            return None
+        return job
+
+    def _promote(self, queue: str, now: float) -> None:
+        sched = self._s.scheduled.get(queue)
+        while sched and sched[0][0] <= now:
+            _, seq, job_id = heapq.heappop(sched)
+            job = self._live(job_id, seq)
+            if job is not None:
+                self._push(job)
+
+    def _end(self, job: Job) -> None:
+        s = self._s
+        s.jobs.pop(job.id, None)
+        s.entry.pop(job.id, None)
+        if job.key is not None and s.keys.get(job.key) == job.id:
+            del s.keys[job.key]
+
+    def _store_result(self, job: Job, data: bytes) -> None:
+        ttl = job.result_ttl or self.result_ttl
+        self._s.results[job.id] = (data, self._now() + ttl)
+        waiters = self._s.result_waiters.pop(job.id, None)
+        if waiters is not None:
+            waiters.wake()
+
+    # ------------------------------------------------------------------ storage steps
+    async def _enqueue(self, jobs: list[Job]) -> list[str]:
+        s = self._s
+        ids = []
+        with s.lock:
+            for job in jobs:
+                if job.key is not None and job.key in s.keys:
+                    ids.append(s.keys[job.key])
+                    continue
+                stored = replace(job, state="queued", headers=dict(job.headers))
+                s.jobs[job.id] = stored
+                if job.key is not None:
+                    s.keys[job.key] = job.id
+                self._push(stored)
+                ids.append(job.id)
+            s.job_waiters.wake()
+        return ids
+
+    async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
+        s = self._s
+        now = self._now()
+        out: list[Job] = []
+        with s.lock:
+            wanted = set(queues)
+            for job in s.jobs.values():
+                if len(out) >= limit:
+                    break
+                if (
+                    job.state == "running"
+                    and job.queue in wanted
+                    and job.lease_until is not None
+                    and job.lease_until.timestamp() <= now
+                ):
+                    job.lease_expiries += 1
+                    out.append(job)
+            for queue in queues:
+                self._promote(queue, now)
+            while len(out) < limit:
+                best: tuple[tuple[int, float, int, str], str] | None = None
+                for queue in queues:
+                    heap = s.ready.get(queue)
+                    while heap and self._live(heap[0][3], heap[0][2]) is None:
+                        heapq.heappop(heap)
+                    if heap and (best is None or heap[0] < best[0]):
+                        best = (heap[0], queue)
+                if best is None:
+                    break
+                heapq.heappop(s.ready[best[1]])
+                out.append(s.jobs[best[0][3]])
+            started = datetime.fromtimestamp(now, UTC)
+            until = datetime.fromtimestamp(now + lease, UTC)
+            for job in out:
+                job.attempt += 1
+                job.state = "running"
+                job.lease_until = until
+                job.worker = worker
+                job.started_at = started
+                s.entry.pop(job.id, None)
+            return [replace(job, headers=dict(job.headers)) for job in out]
+
+    async def _extend(self, jobs: list[Job], lease: float) -> list[LeaseState]:
+        s = self._s
+        until = datetime.fromtimestamp(self._now() + lease, UTC)
+        states: list[LeaseState] = []
+        with s.lock:
+            for job in jobs:
+                stored = s.jobs.get(job.id)
+                if stored is None or stored.state != "running" or stored.attempt != job.attempt:
+                    states.append("lost")
+                    continue
+                stored.lease_until = until
+                states.append("cancel" if stored.cancel_requested else "ok")
+        return states
+
+    async def _finish(self, items: list[Finish]) -> list[bool]:
+        s = self._s
+        now = self._now()
+        out = []
+        with s.lock:
+            for item in items:
+                job = item.job
+                stored = s.jobs.get(job.id)
+                if stored is None or stored.state != "running" or stored.attempt != job.attempt:
+                    out.append(False)
+                    continue
+                out.append(True)
+                if item.outcome in ("retry", "release"):
+                    stored.state = "queued"
+                    stored.failures = job.failures
+                    stored.lease_until = None
+                    stored.worker = None
+                    stored.eta = (
+                        datetime.fromtimestamp(now + item.retry_delay, UTC)
+                        if item.outcome == "retry"
+                        else None
+                    )
+                    self._push(stored)
+                    continue
+                assert item.result is not None
+                self._end(stored)
+                if item.outcome == "failed":
+                    stored.state = "failed"
+                    stored.failures = job.failures
+                    s.dead[job.id] = stored
+                self._store_result(stored, item.result)
+            s.job_waiters.wake()
+        return out
+
+    async def _get_result(self, job_id: str) -> bytes | None:
+        with self._s.lock:
+            entry = self._s.results.get(job_id)
+            if entry is None:
+                return None
+            if entry[1] <= self._now():
+                del self._s.results[job_id]
+                self._s.dead.pop(job_id, None)
+                return None
+            return entry[0]
+
+    async def _wait_result(self, job_id: str, timeout: float | None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._s.lock:
+                data = await self._get_result(job_id)
+                if data is not None:
+                    return data
+                waiters = self._s.result_waiters.setdefault(job_id, _Waiters())
+                fut = waiters.add()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                with self._s.lock:
+                    waiters.discard(fut)
+                return await self._get_result(job_id)
+
+    async def wait_for_jobs(self, queues: Iterable[str], timeout: float) -> None:
+        with self._s.lock:
+            fut = self._s.job_waiters.add()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            with self._s.lock:
+                self._s.job_waiters.discard(fut)
+
+    async def _get_job(self, job_id: str) -> Job | None:
+        with self._s.lock:
+            job = self._s.jobs.get(job_id) or self._s.dead.get(job_id)
+            return None if job is None else replace(job, headers=dict(job.headers))
+
+    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
+        s = self._s
+        with s.lock:
+            job = s.jobs.get(job_id)
+            if job is None:
+                return "finished" if job_id in s.results else "not_found"
+            if job.state == "running":
+                job.cancel_requested = True
+                return "requested"
+            self._end(job)
+            self._store_result(job, result)
+            return "cancelled"
+
+    async def _stats(self, queues: list[str] | None) -> dict[str, QueueStats]:
+        now = self._now()
+        out: dict[str, QueueStats] = {}
+        with self._s.lock:
+            for job in self._s.jobs.values():
+                st = out.setdefault(job.queue, QueueStats())
+                if job.state == "running":
+                    st.running += 1
+                elif job.eta is not None and job.eta.timestamp() > now:
+                    st.scheduled += 1
+                else:
+                    st.queued += 1
+            for job in self._s.dead.values():
+                out.setdefault(job.queue, QueueStats()).failed += 1
+        if queues is not None:
+            return {q: out.get(q, QueueStats()) for q in queues}
+        return out
+
+    async def _purge(self, queues: list[str] | None) -> int:
+        s = self._s
+        with s.lock:
+            doomed = [j for j in s.jobs.values() if queues is None or j.queue in queues]
+            for job in doomed:
+                self._end(job)
+                s.results.pop(job.id, None)
+            dead = [j for j in s.dead.values() if queues is None or j.queue in queues]
+            for job in dead:
+                del s.dead[job.id]
+                s.results.pop(job.id, None)
+            if queues is None:
+                s.results.clear()
+                s.ticks.clear()
+            return len(doomed) + len(dead)
+
+    async def _claim_tick(self, name: str, tick: datetime) -> bool:
+        with self._s.lock:
+            key = (name, tick.timestamp())
+            if key in self._s.ticks:
+                return False
+            self._s.ticks.add(key)
+            return True
+
+    async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
+        with self._s.lock:
+            jobs = [j for j in self._s.dead.values() if j.queue == queue]
+        return [replace(j) for j in jobs[:limit]]
+
+    async def _requeue(self, job_id: str) -> bool:
+        s = self._s
+        with s.lock:
+            job = s.dead.pop(job_id, None)
+            if job is None:
+                return False
+            s.results.pop(job_id, None)
+            job.state = "queued"
+            job.failures = 0
+            job.lease_expiries = 0
+            job.eta = None
+            job.cancel_requested = False
+            s.jobs[job.id] = job
+            if job.key is not None:
+                s.keys.setdefault(job.key, job.id)
+            self._push(job)
+            s.job_waiters.wake()
+            return True

@@ -1,0 +1,192 @@
+"""The job record backends store, and the options that shape it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from .errors import ConfigurationError, InvalidDatetime
+
+__all__ = ["Job", "JobOptions", "JobState", "aware_utc", "new_job_id", "utcnow"]
+
+#: The states a job moves through. ``queued`` → ``running`` → ``success`` | ``failed``;
+#: a retry moves ``running`` back to ``queued`` with a later ``eta``.
+JobState = Literal["queued", "running", "success", "failed"]
+
+_id_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def new_job_id() -> str:
+    """A unique, time-ordered id: 12 hex digits of milliseconds, then 20 of sequence+random.
+
+    Ids made by one process sort in creation order; ids from different processes sort by
+    millisecond.
+    """
+    global _last_ms, _seq
+    with _id_lock:
+        now = time.time_ns() // 1_000_000
+        if now <= _last_ms:
+            now = _last_ms
+            _seq += 1
+        else:
+            _last_ms = now
+            _seq = 0
+        seq = _seq
+    return f"{now:012x}{seq:06x}{os.urandom(7).hex()}"
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def aware_utc(value: datetime, what: str = "datetime") -> datetime:
+    """Return ``value`` in UTC; reject naive datetimes with an error that says how to fix it."""
+    if not isinstance(value, datetime):
+        raise InvalidDatetime(
+            f"{what} must be a datetime, got {type(value).__name__} {value!r}; "
+            "pass e.g. datetime(2027, 1, 1, 9, tzinfo=timezone.utc)"
+        )
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidDatetime(
+            f"{what} {value.isoformat()} is naive (it has no timezone); sitq only accepts "
+            "timezone-aware datetimes. Use datetime.now(timezone.utc) or "
+            "value.replace(tzinfo=ZoneInfo('Europe/Berlin')) to say which time you mean"
+        )
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Per-call options, set through ``queue.options(...)`` or ``@queue.task(...)``.
+
+    ``delay`` (seconds) and ``eta`` (aware datetime) are mutually exclusive. ``priority``:
+    a higher number runs first among due jobs of one queue. ``retries``: how many times a
+    job that *raised* is run again (lease expiries do not count). ``timeout``: seconds
+    before the job is failed with ``TaskTimeout``. ``key``: an idempotency key; enqueueing
+    while a job with the same key is queued or running returns that job's id.
+    """
+
+    queue: str | None = None
+    delay: float | None = None
+    eta: datetime | None = None
+    retries: int | None = None
+    timeout: float | None = None
+    priority: int | None = None
+    key: str | None = None
+    serializer: str | None = None
+    result_ttl: float | None = None
+
+    def merge(self, **changes: Any) -> JobOptions:
+        """A copy with the given options replaced; unknown names are a clear error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown job option(s) {', '.join(unknown)}; "
+                f"valid options are: {', '.join(sorted(known))}"
+            )
+        merged = dataclasses.replace(
+            self, **{k: v for k, v in changes.items() if v is not None}
+        )
+        merged.validate()
+        return merged
+
+    def validate(self) -> None:
+        if self.delay is not None and self.eta is not None:
+            raise ConfigurationError("give either delay= (seconds) or eta= (datetime), not both")
+        if self.delay is not None and (
+            not isinstance(self.delay, int | float) or self.delay < 0
+        ):
+            raise ConfigurationError(f"delay must be a number of seconds >= 0, got {self.delay!r}")
+        if self.eta is not None:
+            aware_utc(self.eta, "eta")
+        if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
+            raise ConfigurationError(f"retries must be an int >= 0, got {self.retries!r}")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        if self.priority is not None and not isinstance(self.priority, int):
+            raise ConfigurationError(f"priority must be an int, got {self.priority!r}")
+        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
+            raise ConfigurationError(f"queue must be a non-empty string, got {self.queue!r}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise ConfigurationError(f"key must be a non-empty string, got {self.key!r}")
+
+    def resolve_eta(self, now: datetime | None = None) -> datetime | None:
+        if self.eta is not None:
+            return aware_utc(self.eta, "eta")
+        if self.delay:
+            return (now or utcnow()) + timedelta(seconds=self.delay)
+        return None
+
+
+@dataclass(slots=True)
+class Job:
+    """The record a backend stores and hands out.
+
+    Backends treat ``payload`` as opaque bytes (already serialized and, with a secret key,
+    signed). ``task`` is the readable name of the callable (``module:qualname``) for
+    ``inspect`` and error messages. ``attempt`` counts claims and doubles as the fencing
+    token: a backend increments it on every claim, and refuses a heartbeat or finish that
+    carries an older value. ``failures`` counts attempts that raised (compared with
+    ``max_retries``); ``lease_expiries`` counts claims whose lease ran out.
+    """
+
+    id: str
+    queue: str
+    task: str
+    payload: bytes
+    serializer: str
+    headers: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    eta: datetime | None = None
+    attempt: int = 0
+    failures: int = 0
+    lease_expiries: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    key: str | None = None
+    result_ttl: float | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    chain: bytes | None = None
+    # Filled in by backends on reads (claim, get_job); not set by producers.
+    state: JobState = "queued"
+    lease_until: datetime | None = None
+    worker: str | None = None
+    started_at: datetime | None = None
+    cancel_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict of plain values (bytes, str, int, float, None; datetimes as epoch floats).
+
+        Backends that store a job as one blob can use :meth:`to_dict`/:meth:`from_dict`
+        with msgpack; the round trip is lossless.
+        """
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.timestamp()
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        kwargs = dict(data)
+        for name in _DATETIME_FIELDS:
+            value = kwargs.get(name)
+            if value is not None and not isinstance(value, datetime):
+                kwargs[name] = datetime.fromtimestamp(value, UTC)
+        return cls(**kwargs)
+
+
+_DATETIME_FIELDS = ("eta", "created_at", "lease_until", "started_at")

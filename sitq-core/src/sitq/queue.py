@@ -1,0 +1,401 @@
+"""TaskQueue: the async producer API (enqueue, options, results, cancel, inspect)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
+
+from ._codec import decode_result, encode_call, encode_result
+from .backend import Backend, QueueStats
+from .config import Settings, load_settings
+from .context import ContextPropagator, ContextWrapper
+from .errors import ConfigurationError, JobNotFound
+from .job import Job, JobOptions, new_job_id, utcnow
+from .plugins import Registry, get_registry
+from .result import ErrorInfo, Result
+from .serializers import Serializer, Signer
+
+__all__ = ["Batch", "BoundQueue", "JobInfo", "Task", "TaskQueue"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: How many jobs ``enqueue_many`` sends per round trip.
+CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """What ``inspect(job_id)`` reports about one job."""
+
+    id: str
+    state: str  # queued | scheduled | running | success | failed
+    task: str | None
+    queue: str | None
+    attempts: int
+    eta: datetime | None = None
+    created_at: datetime | None = None
+    lease_until: datetime | None = None
+    worker: str | None = None
+    result: Result[Any] | None = None
+
+
+class BoundQueue:
+    """A cheap view of a :class:`TaskQueue` with job options bound (``queue.options(...)``)."""
+
+    def __init__(self, queue: TaskQueue, opts: JobOptions) -> None:
+        self._queue = queue
+        self._opts = opts
+
+    def options(self, **options: Any) -> BoundQueue:
+        """Another view with more options: ``delay``, ``eta``, ``retries``, ``timeout``,
+        ``queue``, ``priority``, ``key``, ``serializer``, ``result_ttl``."""
+        return BoundQueue(self._queue, self._opts.merge(**options))
+
+    async def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        """Enqueue ``func(*args, **kwargs)``; returns the job id."""
+        opts = self._opts if eta is None else self._opts.merge(eta=eta)
+        job = self._queue._make_job(func, args, kwargs, opts)
+        return await self._queue.backend.enqueue(job)
+
+    async def enqueue_many(
+        self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str]:
+        """Enqueue one job per item: a tuple of positional args or a mapping of kwargs.
+
+        Jobs go to the backend in chunks of 1,000, one round trip per chunk.
+        """
+        ids: list[str] = []
+        chunk: list[Job] = []
+        for item in calls:
+            if isinstance(item, Mapping):
+                args: tuple[Any, ...] = ()
+                kwargs: Mapping[str, Any] = item
+            elif isinstance(item, tuple | list):
+                args, kwargs = tuple(item), {}
+            else:
+                raise ConfigurationError(
+                    f"enqueue_many takes tuples of positional arguments or dicts of keyword "
+                    f"arguments, got {type(item).__name__} {item!r}; wrap a single argument "
+                    "as (value,)"
+                )
+            chunk.append(self._queue._make_job(func, args, kwargs, self._opts))
+            if len(chunk) >= CHUNK:
+                ids += await self._queue.backend.enqueue_many(chunk)
+                chunk = []
+        if chunk:
+            ids += await self._queue.backend.enqueue_many(chunk)
+        return ids
+
+    def batch(self) -> Batch:
+        """``async with queue.batch() as b: b.enqueue(f, 1)`` — flushed together on exit."""
+        return Batch(self)
+
+
+class Batch:
+    """Collects enqueues of any tasks and sends them in one round trip on exit.
+
+    ``batch.enqueue`` returns the new job's id at once; after the block, ``batch.ids``
+    holds the ids the backend returned (different only for idempotency-key hits).
+    """
+
+    def __init__(self, bound: BoundQueue) -> None:
+        self._bound = bound
+        self._jobs: list[Job] = []
+        self.ids: list[str] = []
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        job = self._bound._queue._make_job(func, args, kwargs, self._bound._opts)
+        self._jobs.append(job)
+        return job.id
+
+    def options(self, **options: Any) -> _BatchView:
+        return _BatchView(self, self._bound._opts.merge(**options))
+
+    async def flush(self) -> list[str]:
+        jobs, self._jobs = self._jobs, []
+        ids: list[str] = []
+        for start in range(0, len(jobs), CHUNK):
+            ids += await self._bound._queue.backend.enqueue_many(jobs[start : start + CHUNK])
+        self.ids += ids
+        return ids
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            await self.flush()
+        else:
+            self._jobs.clear()
+
+
+class _BatchView:
+    def __init__(self, batch: Batch, opts: JobOptions) -> None:
+        self._batch = batch
+        self._opts = opts
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        job = self._batch._bound._queue._make_job(func, args, kwargs, self._opts)
+        self._batch._jobs.append(job)
+        return job.id
+
+
+class Task(Generic[P, R]):
+    """A function decorated with ``@queue.task(...)``.
+
+    Calling it runs the function here; ``.enqueue(...)`` sends it to a worker with the
+    options given to the decorator; ``.options(...)`` overrides them for one call.
+    """
+
+    def __init__(self, queue: TaskQueue, func: Callable[P, R], opts: JobOptions) -> None:
+        self.queue = queue
+        self.__sitq_func__ = func
+        self.__sitq_options__ = opts
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.__sitq_func__(*args, **kwargs)
+
+    def options(self, **options: Any) -> _BoundTask:
+        return _BoundTask(self, self.__sitq_options__.merge(**options))
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        return await BoundQueue(self.queue, self.__sitq_options__).enqueue(
+            self.__sitq_func__, *args, **kwargs
+        )
+
+    async def enqueue_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
+        return await BoundQueue(self.queue, self.__sitq_options__).enqueue_many(
+            self.__sitq_func__, calls
+        )
+
+
+class _BoundTask:
+    def __init__(self, task: Task[Any, Any], opts: JobOptions) -> None:
+        self._task = task
+        self._opts = opts
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        return await BoundQueue(self._task.queue, self._opts).enqueue(
+            self._task.__sitq_func__, *args, **kwargs
+        )
+
+
+class TaskQueue(BoundQueue):
+    """The async producer: ``async with TaskQueue("redis://...") as queue: ...``.
+
+    ``backend`` is a URL (looked up by scheme among installed plugins) or a
+    :class:`Backend` instance; when omitted, the ``backend`` setting is used
+    (``SITQ_BACKEND``, ``[tool.sitq]``, default ``sqlite:///sitq.db``).
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend | None = None,
+        *,
+        serializer: str | Serializer | None = None,
+        secret_key: str | list[str] | None = None,
+        context: ContextWrapper | list[ContextPropagator | str] | None = None,
+        queue: str = "default",
+        max_payload: int | None = None,
+        result_ttl: float | None = None,
+        registry: Registry | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.registry = registry or get_registry()
+        self.settings = settings or load_settings(
+            {
+                "backend": backend if isinstance(backend, str) else None,
+                "serializer": serializer if isinstance(serializer, str) else None,
+                "secret_key": secret_key,
+                "max_payload": max_payload,
+                "result_ttl": result_ttl,
+            }
+        )
+        if isinstance(backend, Backend):
+            self.backend = backend
+        elif backend is None or isinstance(backend, str):
+            self.backend = self.registry.backend(
+                self.settings.backend, result_ttl=self.settings.result_ttl
+            )
+        else:
+            raise ConfigurationError(
+                f"backend must be a URL string or a Backend instance, got {backend!r}"
+            )
+        if serializer is None or isinstance(serializer, str):
+            self.serializer: Serializer = self.registry.serializer(self.settings.serializer)
+        else:
+            self.serializer = serializer
+        self.signer = Signer(self.settings.secret_key)
+        self.context = ContextWrapper.coerce(
+            context if context is not None else self.settings.context or None, self.registry
+        )
+        self.max_payload = self.settings.max_payload
+        super().__init__(self, JobOptions(queue=queue).merge())
+
+    # ------------------------------------------------------------------ lifecycle
+    async def connect(self) -> None:
+        await self.backend.connect()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<TaskQueue {self.backend!r}>"
+
+    # ------------------------------------------------------------------ jobs
+    def _make_job(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: Mapping[str, Any],
+        opts: JobOptions,
+    ) -> Job:
+        if not callable(func):
+            raise ConfigurationError(
+                f"enqueue needs a callable as its first argument, got {type(func).__name__} "
+                f"{func!r}"
+            )
+        task_opts = getattr(func, "__sitq_options__", None)
+        if isinstance(task_opts, JobOptions):
+            base = dict(
+                (name, getattr(task_opts, name))
+                for name in task_opts.__dataclass_fields__
+                if getattr(task_opts, name) is not None
+            )
+            base.update(
+                (name, getattr(opts, name))
+                for name in opts.__dataclass_fields__
+                if getattr(opts, name) is not None
+            )
+            opts = JobOptions().merge(**base)
+        serializer = (
+            self.serializer
+            if opts.serializer is None or opts.serializer == self.serializer.name
+            else self.registry.serializer(opts.serializer)
+        )
+        name, payload = encode_call(
+            func, args, kwargs, serializer, self.signer, self.max_payload
+        )
+        return Job(
+            id=new_job_id(),
+            queue=opts.queue or "default",
+            task=name,
+            payload=payload,
+            serializer=serializer.name,
+            headers=self.context.capture() if self.context else {},
+            priority=opts.priority or 0,
+            eta=opts.resolve_eta(),
+            max_retries=opts.retries or 0,
+            timeout=opts.timeout,
+            key=opts.key,
+            result_ttl=opts.result_ttl,
+        )
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, func: Callable[P, R] | None = None, /, **options: Any
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Decorate a function: ``@queue.task`` or ``@queue.task(retries=3, timeout=30)``."""
+        opts = JobOptions().merge(**options)
+
+        def wrap(f: Callable[P, R]) -> Task[P, R]:
+            return Task(self, f, opts)
+
+        return wrap(func) if func is not None else wrap
+
+    # ------------------------------------------------------------------ results
+    def _decode(self, data: bytes) -> Result[Any]:
+        return decode_result(data, self.registry.serializer, self.signer)
+
+    async def get_result(self, job_id: str, timeout: float | None = 0.0) -> Result[Any] | None:
+        """The job's :class:`Result`, waiting up to ``timeout`` seconds for it to finish.
+
+        ``timeout=0`` (the default) looks once; ``None`` waits without limit. Returns
+        ``None`` if the job has not finished in time.
+        """
+        data = await self.backend.wait_result(job_id, timeout)
+        return None if data is None else self._decode(data)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Remove a queued job (it ends ``failed`` with error ``Cancelled``) or ask a running
+        one to stop (its worker cancels it at the next heartbeat). ``False`` if the job has
+        already finished; :class:`JobNotFound` if the id is unknown."""
+        now = utcnow()
+        result: Result[Any] = Result(
+            id=job_id,
+            status="failed",
+            error=ErrorInfo("Cancelled", "the job was cancelled before it ran", "sitq.errors"),
+            finished_at=now,
+        )
+        outcome = await self.backend.cancel(job_id, encode_result(result, self.serializer,
+                                                                  self.signer))
+        if outcome == "not_found":
+            raise JobNotFound(f"no job with id {job_id!r} (finished results expire after "
+                              "result_ttl)")
+        return outcome in ("cancelled", "requested")
+
+    async def inspect(self, job_id: str) -> JobInfo:
+        """State of one job; :class:`JobNotFound` for an unknown id."""
+        job = await self.backend.get_job(job_id)
+        data = await self.backend.get_result(job_id)
+        result = None if data is None else self._decode(data)
+        if job is None and result is None:
+            raise JobNotFound(
+                f"no job with id {job_id!r}: it never existed, was purged, or its result "
+                "expired (result_ttl)"
+            )
+        if job is not None and (result is None or job.state in ("queued", "running")):
+            state: str = job.state
+            if state == "queued" and job.eta is not None and job.eta > utcnow():
+                state = "scheduled"
+            return JobInfo(
+                id=job.id,
+                state=state,
+                task=job.task,
+                queue=job.queue,
+                attempts=job.attempt,
+                eta=job.eta,
+                created_at=job.created_at,
+                lease_until=job.lease_until if job.state == "running" else None,
+                worker=job.worker,
+                result=result,
+            )
+        assert result is not None
+        return JobInfo(
+            id=job_id,
+            state=result.status,
+            task=result.task or (job.task if job else None),
+            queue=result.queue or (job.queue if job else None),
+            attempts=result.attempts,
+            created_at=result.enqueued_at,
+            worker=result.worker,
+            result=result,
+        )
+
+    async def stats(self, queues: Iterable[str] | None = None) -> dict[str, QueueStats]:
+        return await self.backend.stats(None if queues is None else list(queues))
+
+    async def purge(self, queues: Iterable[str] | None = None) -> int:
+        return await self.backend.purge(None if queues is None else list(queues))
+
+
+AsyncCallable = Callable[..., Awaitable[Any]]

@@ -1,0 +1,132 @@
+"""Result, its status values and the stored error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from .errors import TaskFailed
+
+__all__ = ["ErrorInfo", "Result", "Status"]
+
+T = TypeVar("T")
+
+#: ``pending`` (queued or running), ``success`` or ``failed``.
+Status = Literal["pending", "success", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What a failed job raised: the exception's type name, message and module.
+
+    ``str(info)`` is ``"ValueError: message"``.
+    """
+
+    type: str
+    message: str
+    module: str = "builtins"
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        return cls(kind.__name__, str(exc), kind.__module__)
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Generic[T]):
+    """The outcome of one job, as stored by the backend.
+
+    Every datetime is timezone-aware UTC. ``attempts`` is how many times the job was
+    started. ``worker`` names the worker that finished it (``host:pid:n``).
+    """
+
+    id: str
+    status: Status
+    value: T | None = None
+    error: ErrorInfo | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    task: str | None = None
+    queue: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def unwrap(self) -> T:
+        """The value of a successful job; raises :class:`TaskFailed` for a failed one.
+
+        ``TaskFailed`` carries the worker's traceback (``exc.remote_traceback``).
+        """
+        if self.status == "success":
+            return self.value  # type: ignore[return-value]
+        if self.status == "failed":
+            raise TaskFailed(self)
+        raise TaskFailed(
+            Result(
+                id=self.id,
+                status="failed",
+                error=ErrorInfo("Pending", "the job has not finished yet", "sitq"),
+            )
+        )
+
+    def __repr__(self) -> str:
+        if self.status == "failed":
+            return f"<Result {self.id} failed: {self.error}>"
+        if self.status == "success":
+            return f"<Result {self.id} success: {self.value!r:.60}>"
+        return f"<Result {self.id} {self.status}>"
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def result_fields(result: Result[Any]) -> dict[str, Any]:
+    """Plain metadata of a result (everything but the value), for storage."""
+    error = result.error
+    return {
+        "id": result.id,
+        "s": result.status,
+        "e": None if error is None else [error.type, error.message, error.module],
+        "t": result.traceback,
+        "a": result.attempts,
+        "n": result.task,
+        "q": result.queue,
+        "eq": _ts(result.enqueued_at),
+        "st": _ts(result.started_at),
+        "fi": _ts(result.finished_at),
+        "w": result.worker,
+    }
+
+
+def result_from_fields(data: dict[str, Any], value: Any) -> Result[Any]:
+    from datetime import UTC
+
+    def dt(key: str) -> datetime | None:
+        raw = data.get(key)
+        return None if raw is None else datetime.fromtimestamp(raw, UTC)
+
+    err = data.get("e")
+    return Result(
+        id=data["id"],
+        status=data["s"],
+        value=value,
+        error=None if err is None else ErrorInfo(*err),
+        traceback=data.get("t"),
+        attempts=data.get("a", 0),
+        task=data.get("n"),
+        queue=data.get("q"),
+        enqueued_at=dt("eq"),
+        started_at=dt("st"),
+        finished_at=dt("fi"),
+        worker=data.get("w"),
+    )

@@ -1,0 +1,191 @@
+"""SyncTaskQueue: the same API as TaskQueue, blocking, for code that is not async.
+
+It drives one :class:`TaskQueue` on an internal event-loop thread through anyio's blocking
+portal (no second implementation). Calls are safe from many threads at once, including
+the worker threads of a running event loop's thread pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, ParamSpec, Self, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from .backend import Backend, QueueStats
+from .errors import SitqError
+from .queue import Batch, BoundQueue, JobInfo, TaskQueue
+from .result import Result
+
+__all__ = ["SyncBoundQueue", "SyncTaskQueue"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class _PortalOwner:
+    _portal: BlockingPortal | None
+
+    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        portal = self._portal
+        if portal is None:
+            raise SitqError("this SyncTaskQueue is closed; create a new one")
+        return portal.call(functools.partial(func, *args, **kwargs))
+
+
+class SyncBoundQueue:
+    """Blocking view of a :class:`BoundQueue` (``sync_queue.options(...)``)."""
+
+    def __init__(self, owner: SyncTaskQueue, bound: BoundQueue) -> None:
+        self._owner = owner
+        self._bound = bound
+
+    def options(self, **options: Any) -> SyncBoundQueue:
+        return SyncBoundQueue(self._owner, self._bound.options(**options))
+
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        return self._owner._call(self._bound.enqueue, func, *args, eta=eta, **kwargs)  # type: ignore[no-any-return]
+
+    def enqueue_many(
+        self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[str]:
+        return self._owner._call(self._bound.enqueue_many, func, list(calls))  # type: ignore[no-any-return]
+
+    def batch(self) -> SyncBatch:
+        return SyncBatch(self._owner, self._bound.batch())
+
+
+class SyncBatch:
+    """``with queue.batch() as b: b.enqueue(...)`` — flushed in one round trip on exit."""
+
+    def __init__(self, owner: SyncTaskQueue, batch: Batch) -> None:
+        self._owner = owner
+        self._batch = batch
+
+    @property
+    def ids(self) -> list[str]:
+        return self._batch.ids
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        return self._batch.enqueue(func, *args, **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self._owner._call(self._batch.flush)
+
+
+class SyncTaskQueue(_PortalOwner, SyncBoundQueue):
+    """Blocking producer API: ``with SyncTaskQueue("sqlite:///tasks.db") as queue: ...``.
+
+    Takes the same arguments as :class:`TaskQueue`. Call :meth:`close` (or use ``with``)
+    to stop its event-loop thread.
+    """
+
+    def __init__(self, backend: str | Backend | None = None, **options: Any) -> None:
+        self._lock = threading.Lock()
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self.queue: TaskQueue = self._portal.call(
+                functools.partial(_make_queue, backend, options)
+            )
+        except BaseException:
+            self._shutdown()
+            raise
+        SyncBoundQueue.__init__(self, self, self.queue)
+
+    def _shutdown(self) -> None:
+        cm, self._portal_cm, self._portal = self._portal_cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """Close the backend connection and stop the internal event-loop thread."""
+        with self._lock:
+            if self._portal is None:
+                return
+            try:
+                self._call(self.queue.aclose)
+            finally:
+                self._shutdown()
+
+    def __enter__(self) -> Self:
+        self._call(self.queue.connect)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_portal", None) is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    @property
+    def backend(self) -> Backend:
+        return self.queue.backend
+
+    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``@queue.task(...)``; the returned task's ``enqueue`` blocks."""
+        def wrap(f: Callable[..., Any]) -> SyncTask:
+            return SyncTask(self, self.queue.task(f, **options) if options else self.queue.task(f))
+
+        return wrap(func) if func is not None else wrap
+
+    def get_result(self, job_id: str, timeout: float | None = 0.0) -> Result[Any] | None:
+        return self._call(self.queue.get_result, job_id, timeout)  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: str) -> bool:
+        return self._call(self.queue.cancel, job_id)  # type: ignore[no-any-return]
+
+    def inspect(self, job_id: str) -> JobInfo:
+        return self._call(self.queue.inspect, job_id)  # type: ignore[no-any-return]
+
+    def stats(self, queues: Iterable[str] | None = None) -> dict[str, QueueStats]:
+        return self._call(self.queue.stats, queues)  # type: ignore[no-any-return]
+
+    def purge(self, queues: Iterable[str] | None = None) -> int:
+        return self._call(self.queue.purge, queues)  # type: ignore[no-any-return]
+
+
+class SyncTask:
+    """A ``@sync_queue.task`` function: call it to run here, ``.enqueue`` to send it."""
+
+    def __init__(self, owner: SyncTaskQueue, task: Any) -> None:
+        self._owner = owner
+        self._task = task
+        self.__sitq_func__ = task.__sitq_func__
+        self.__sitq_options__ = task.__sitq_options__
+        functools.update_wrapper(self, task.__sitq_func__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__sitq_func__(*args, **kwargs)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        return self._owner._call(self._task.enqueue, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def options(self, **options: Any) -> Any:
+        bound = self._task.options(**options)
+        owner = self._owner
+
+        class _View:
+            def enqueue(self, *args: Any, **kwargs: Any) -> str:
+                return owner._call(bound.enqueue, *args, **kwargs)  # type: ignore[no-any-return]
+
+        return _View()
+
+
+async def _make_queue(backend: str | Backend | None, options: dict[str, Any]) -> TaskQueue:
+    return TaskQueue(backend, **options)
