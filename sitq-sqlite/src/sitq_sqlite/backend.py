@@ -11,7 +11,8 @@ How it stays correct with several worker processes on one file:
   few microseconds of the SQL and never while other coroutines run.
 * A busy database is waited for (``busy_timeout``), and a step that still finds it
   locked is rolled back and retried with jittered back-off for up to ``4 x
-  busy_timeout`` (at least 20 s) before it is reported as a :class:`BackendError`.
+  busy_timeout`` (at least ``min_lock_wait``, 20 s) before it is reported as a
+  :class:`BackendError`.
 
 The clock: SQLite has no server clock, so due-ness, leases and expiries use the wall
 clock (``time.time()``) of the process running the step, read *inside* the transaction
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -142,6 +144,9 @@ class SQLiteBackend(Backend):
     supports_dead_letters: ClassVar[bool] = True
     #: Migrations applied on connect (a subclass may extend them).
     migrations: ClassVar[Mapping[int, Sequence[str]]] = MIGRATIONS
+    #: A step that finds the database locked is retried for ``4 x busy_timeout``, and
+    #: at least this many seconds, before it fails.
+    min_lock_wait: ClassVar[float] = 20.0
 
     def __init__(
         self,
@@ -172,7 +177,7 @@ class SQLiteBackend(Backend):
     # ------------------------------------------------------------------ plumbing
     @property
     def _retry_for(self) -> float:
-        return max(20.0, 4 * self.busy_timeout / 1000)
+        return max(self.min_lock_wait, 4 * self.busy_timeout / 1000)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the connection's thread; retry while it is busy."""
@@ -208,12 +213,25 @@ class SQLiteBackend(Backend):
 
     async def _connect(self) -> None:
         driver = _driver()
-        try:
-            db = await driver.connect(
-                self.path, timeout=self.busy_timeout / 1000, isolation_level=None,
-                cached_statements=256,
+        directory = os.path.dirname(self.path)
+        if not await asyncio.to_thread(os.path.isdir, directory):
+            raise BackendUnavailable(
+                f"cannot open the SQLite database {self.path}: the directory {directory} "
+                "does not exist. Create it first, or check the URL (three slashes before a "
+                "relative path, four before an absolute one)"
             )
+        pending = driver.connect(
+            self.path, timeout=self.busy_timeout / 1000, isolation_level=None,
+            cached_statements=256,
+        )
+        try:
+            db = await pending
         except sqlite3.Error as exc:
+            # aiosqlite stops its thread without waiting for it; let it end while the
+            # loop is still alive.
+            thread = getattr(pending, "_thread", None)
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5)
             raise BackendUnavailable(
                 f"cannot open the SQLite database {self.path}: {exc}. Check that the "
                 "directory exists and is writable"
