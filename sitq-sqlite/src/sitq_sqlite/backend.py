@@ -100,20 +100,22 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def _row_job(row: Sequence[Any]) -> Job:
+def _row_job(
+    row: Sequence[Any], lease_until: datetime | None = None, started_at: datetime | None = None
+) -> Job:
+    """A Job from a ``_COLUMNS`` row (claims pass the datetimes they share)."""
     (job_id, queue, state, priority, _due, eta, attempt, failures, lease_expiries,
-     max_retries, timeout, result_ttl, created_at, lease_until, started_at, worker,
+     max_retries, timeout, result_ttl, created_at, lease_until_ts, started_at_ts, worker,
      cancel_requested, key, serializer, task, headers, payload, chain) = row
     return Job(
-        id=job_id, queue=queue, task=task, payload=payload, serializer=serializer,
-        headers=json.loads(headers) if headers else {},
-        priority=priority, eta=_dt(eta), attempt=attempt, failures=failures,
-        lease_expiries=lease_expiries, max_retries=max_retries, timeout=timeout,
-        key=key, result_ttl=result_ttl,
-        created_at=datetime.fromtimestamp(created_at, UTC), chain=chain,
-        state="queued" if state == "scheduled" else state,
-        lease_until=_dt(lease_until), worker=worker, started_at=_dt(started_at),
-        cancel_requested=bool(cancel_requested),
+        job_id, queue, task, payload, serializer,
+        json.loads(headers) if headers else {},
+        priority, None if eta is None else datetime.fromtimestamp(eta, UTC), attempt,
+        failures, lease_expiries, max_retries, timeout, key, result_ttl,
+        datetime.fromtimestamp(created_at, UTC), chain,
+        "queued" if state == "scheduled" else state,
+        lease_until or _dt(lease_until_ts), worker, started_at or _dt(started_at_ts),
+        bool(cancel_requested),
     )
 
 
@@ -144,6 +146,9 @@ class SQLiteBackend(Backend):
     supports_dead_letters: ClassVar[bool] = True
     #: Migrations applied on connect (a subclass may extend them).
     migrations: ClassVar[Mapping[int, Sequence[str]]] = MIGRATIONS
+    #: Most jobs one claim takes (a worker asks again at once while it has free slots):
+    #: keeps the write lock short and lets a worker run one batch while it claims the next.
+    max_claim: ClassVar[int] = 50
     #: A step that finds the database locked is retried for ``4 x busy_timeout``, and
     #: at least this many seconds, before it fails.
     min_lock_wait: ClassVar[float] = 20.0
@@ -315,6 +320,7 @@ class SQLiteBackend(Backend):
 
     # ------------------------------------------------------------------ claim
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
+        limit = min(limit, self.max_claim)
         return await self._run(self._claim_step, queues, limit, lease, worker)
 
     @staticmethod
@@ -376,7 +382,8 @@ class SQLiteBackend(Backend):
             (now + lease, now, worker, json.dumps(list(order))),
         ).fetchall()
         rows.sort(key=lambda row: order[row[-1]])
-        return [_row_job(row[:-1]) for row in rows]
+        until, started = _dt(now + lease), _dt(now)
+        return [_row_job(row[:-1], until, started) for row in rows]
 
     # ------------------------------------------------------------------ leases, finish
     async def _extend(self, jobs: list[Job], lease: float) -> list[LeaseState]:
@@ -398,38 +405,49 @@ class SQLiteBackend(Backend):
         return await self._write(self._finish_tx, items)
 
     def _finish_tx(self, conn: sqlite3.Connection, now: float, items: list[Finish]) -> list[bool]:
+        # Fence the whole batch with one read: a job is finishable by the attempt that
+        # holds its lease. Successes (the common case) then go in two set statements.
+        live = dict(conn.execute(
+            "SELECT id, attempt FROM sitq_jobs WHERE id IN (SELECT value FROM json_each(?))"
+            " AND state = 'running'", (json.dumps([item.job.id for item in items]),),
+        ).fetchall())
         out = []
+        done: list[str] = []
         results = []
         for item in items:
             job = item.job
+            ok = live.pop(job.id, None) == job.attempt  # pop: a second finish is refused
+            out.append(ok)
+            if not ok:
+                continue
             if item.outcome == "success":
-                cur = conn.execute(f"DELETE FROM sitq_jobs {_FENCE}", (job.id, job.attempt))
+                done.append(job.id)
             elif item.outcome == "failed":
-                cur = conn.execute(
+                conn.execute(
                     "UPDATE sitq_jobs SET state = 'failed', failures = ?, lease_until = NULL,"
-                    f" live_key = NULL, expires_at = ? {_FENCE}",
-                    (job.failures, now + self._ttl(job.result_ttl), job.id, job.attempt),
+                    " live_key = NULL, expires_at = ? WHERE id = ?",
+                    (job.failures, now + self._ttl(job.result_ttl), job.id),
                 )
             elif item.outcome == "retry":
                 due = now + max(item.retry_delay, 0.0)
-                cur = conn.execute(
+                conn.execute(
                     "UPDATE sitq_jobs SET state = ?, due = ?, eta = ?, failures = ?,"
-                    f" lease_until = NULL, worker = NULL {_FENCE}",
-                    ("scheduled" if due > now else "queued", due, due, job.failures,
-                     job.id, job.attempt),
+                    " lease_until = NULL, worker = NULL WHERE id = ?",
+                    ("scheduled" if due > now else "queued", due, due, job.failures, job.id),
                 )
             else:  # release: due now, at its old place in the queue
-                cur = conn.execute(
+                conn.execute(
                     "UPDATE sitq_jobs SET state = 'queued', eta = NULL, failures = ?,"
-                    f" due = min(due, ?), lease_until = NULL, worker = NULL {_FENCE}",
-                    (job.failures, now, job.id, job.attempt),
+                    " due = min(due, ?), lease_until = NULL, worker = NULL WHERE id = ?",
+                    (job.failures, now, job.id),
                 )
-            ok = cur.rowcount == 1
-            out.append(ok)
-            if ok and item.result is not None and item.outcome in ("success", "failed"):
-                results.append(
-                    (job.id, job.queue, now + self._ttl(job.result_ttl), item.result)
-                )
+            if item.result is not None and item.outcome in ("success", "failed"):
+                results.append((job.id, job.queue, now + self._ttl(job.result_ttl), item.result))
+        if done:
+            conn.execute(
+                "DELETE FROM sitq_jobs WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(done),),
+            )
         if results:
             conn.executemany(_PUT_RESULT, results)
         self._purge_expired(conn, now)
