@@ -57,7 +57,14 @@ class PickleSerializer:
 
 
 class CloudpickleSerializer(PickleSerializer):
-    """cloudpickle: sends lambdas and closures by value. Executes code on load: sign payloads."""
+    """cloudpickle: sends lambdas and closures by value. Executes code on load: sign payloads.
+
+    Speed: plain ``pickle.dumps`` is tried first (several times faster than cloudpickle's
+    Pickler). Its output is used only when it succeeds, mentions no ``__main__`` object
+    and no module is registered with ``cloudpickle.register_pickle_by_value``; then it is
+    exactly what cloudpickle would write by reference. Anything else (a lambda, a
+    closure, a ``__main__`` function) goes through cloudpickle, by value.
+    """
 
     name: ClassVar[str] = "cloudpickle"
 
@@ -65,8 +72,17 @@ class CloudpickleSerializer(PickleSerializer):
         import cloudpickle
 
         self._dumps = cloudpickle.dumps
+        self._by_value = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
 
     def dumps(self, obj: Any) -> bytes:
+        if self._by_value is not None and not self._by_value:
+            try:
+                data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                pass
+            else:
+                if b"__main__" not in data:
+                    return data
         return self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
 
 
