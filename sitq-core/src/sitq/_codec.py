@@ -70,6 +70,13 @@ def resolve_task(name: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=4096)
+def _resolve_cached(name: str) -> Callable[..., Any]:
+    """:func:`resolve_task` for workers: a name resolves once per process (failures are
+    not cached, so a task that is not importable yet is looked up again next time)."""
+    return resolve_task(name)
+
+
 def encode_call(
     func: Callable[..., Any],
     args: tuple[Any, ...] | list[Any],
@@ -134,7 +141,7 @@ def decode_call(
     target, args, kwargs = data
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise SerializationError(f"the payload of {task} has malformed args/kwargs")
-    func = resolve_task(target) if isinstance(target, str) else target
+    func = _resolve_cached(target) if isinstance(target, str) else target
     if not callable(func):
         raise SerializationError(f"the payload of {task} holds a {type(func).__name__}, "
                                  "not a callable")
