@@ -135,6 +135,9 @@ class OpenTelemetryPropagator:
             self._context.detach(token)
 
 
+_NO_CONTEXT: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
 class ContextWrapper:
     """The configured propagators, used by both :class:`TaskQueue` and :class:`Worker`.
 
@@ -170,8 +173,14 @@ class ContextWrapper:
             propagator.capture(carrier)
         return carrier
 
+    def restore(self, carrier: Mapping[str, str]) -> contextlib.AbstractContextManager[None]:
+        """Restore every propagator's context from ``carrier`` around a job."""
+        if not self.propagators:
+            return _NO_CONTEXT  # the common case, on every job: no generator, no ExitStack
+        return self._restore(carrier)
+
     @contextlib.contextmanager
-    def restore(self, carrier: Mapping[str, str]) -> Iterator[None]:
+    def _restore(self, carrier: Mapping[str, str]) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             for propagator in self.propagators:
                 stack.enter_context(propagator.restore(carrier))
