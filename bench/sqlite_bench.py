@@ -161,8 +161,7 @@ def bench_sitq_drain(n: int, concurrency: int) -> tuple[float, float]:
     asyncio.run(fill())
     cmd = [sys.executable, "-m", "sitq", "worker", "--backend", f"sqlite:///{db}",
            "--queue", "bench", "--concurrency", str(concurrency), "--burst"]
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = _env()
     spawned = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     empty = _wait_empty(db, "SELECT EXISTS (SELECT 1 FROM sitq_jobs)", proc, 300)
@@ -183,8 +182,17 @@ def bench_sitq_drain(n: int, concurrency: int) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ huey
+def _env() -> dict[str, str]:
+    """The environment of worker processes: bytecode caching on, as in a normal install
+    (this machine's sessions set PYTHONDONTWRITEBYTECODE, which makes every start-up
+    compile every module), and bench/ importable for the task modules."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
 def _huey_env(db: Path) -> dict[str, str]:
-    return {**os.environ, "SITQ_BENCH_HUEY_DB": str(db),
+    return {**_env(), "SITQ_BENCH_HUEY_DB": str(db),
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
