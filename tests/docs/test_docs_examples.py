@@ -79,6 +79,7 @@ def run_page(
     modname = "docs_" + re.sub(r"\W", "_", _page_id(page).removesuffix(".md"))
     module = types.ModuleType(modname)
     module.__file__ = str(workdir / f"{modname}.py")
+    environ_before = dict(os.environ)
     modules_before = set(sys.modules)
     stores_before = set(memory._named)
     sys.modules[modname] = module
@@ -89,6 +90,8 @@ def run_page(
                     continue
                 _run_block(block, module, workdir, runner)
     finally:
+        os.environ.clear()
+        os.environ.update(environ_before)
         for name in set(sys.modules) - modules_before:
             del sys.modules[name]
         for name in set(memory._named) - stores_before:
