@@ -144,7 +144,7 @@ def section(page: Path, heading: str) -> str:
     for line in lines[start + 1:]:
         if _FENCE.match(line):
             in_code = not in_code
-        if not in_code and re.match(r"^#{1,%d} " % level, line):
+        if not in_code and re.match(rf"^#{{1,{level}}} ", line):
             break
         out.append(line)
     return "\n".join(out)

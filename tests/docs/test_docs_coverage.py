@@ -11,9 +11,8 @@ import dataclasses
 import inspect
 
 import pytest
-from _docs_support import DOCS, headings, section
-
 import sitq
+from _docs_support import DOCS, ROOT, headings, section
 from sitq import cli, errors, hookspecs
 from sitq.config import DEFAULTS, setting_names
 
@@ -139,4 +138,22 @@ def test_every_worker_argument_is_documented() -> None:
     params = [p for p in inspect.signature(sitq.Worker.__init__).parameters if p not in internal]
     body = section(WORKERS, "## Worker arguments")
     missing = [name for name in params if f"`{name}`" not in body]
-    assert not missing, f"Worker arguments missing from '## Worker arguments' in workers.md: {missing}"
+    assert not missing, (
+        f"Worker arguments missing from '## Worker arguments' in workers.md: {missing}"
+    )
+
+
+def test_plugin_tutorial_shows_the_real_example_plugin() -> None:
+    """The tutorial quotes examples/sitq-example-plugin verbatim, so it cannot drift."""
+    text = PLUGINS.read_text()
+    package = ROOT / "examples" / "sitq-example-plugin"
+    for path in sorted((package / "src" / "sitq_example_plugin").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        assert f"```python\n{path.read_text()}```" in text, (
+            f"docs/plugins.md no longer shows {path.relative_to(ROOT)} as it is; "
+            "paste the current file into the tutorial"
+        )
+    entry_point = '[project.entry-points.sitq]\nexample = "sitq_example_plugin.plugin"'
+    assert entry_point in (package / "pyproject.toml").read_text()
+    assert entry_point in text

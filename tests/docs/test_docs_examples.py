@@ -36,7 +36,6 @@ from pathlib import Path
 
 import pytest
 from _docs_support import DOCS, Block, blocks, pages
-
 from sitq.backends import memory
 
 PAGES = {page: blocks(page) for page in pages()}
@@ -92,8 +91,13 @@ def run_page(
     finally:
         os.environ.clear()
         os.environ.update(environ_before)
+        # Forget the page's own modules (the namespace, files written by `# file:` blocks)
+        # so the next page can write its own tasks.py; keep library modules imported
+        # meanwhile (a second copy of e.g. cloudpickle would break pickling by reference).
         for name in set(sys.modules) - modules_before:
-            del sys.modules[name]
+            origin = getattr(sys.modules[name], "__file__", None) or ""
+            if name == modname or Path(origin).is_relative_to(workdir):
+                del sys.modules[name]
         for name in set(memory._named) - stores_before:
             del memory._named[name]
 
