@@ -32,6 +32,11 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Describe ``exc``; an exception relayed from another process (a worker kind that
+        runs jobs elsewhere) may carry the original as ``__sitq_error__``."""
+        relayed = getattr(exc, "__sitq_error__", None)
+        if isinstance(relayed, ErrorInfo):
+            return relayed
         kind = type(exc)
         return cls(kind.__name__, str(exc), kind.__module__)
 

@@ -450,7 +450,7 @@ class Worker:
             raise
         except Exception as exc:
             entry.executing = False
-            tb = traceback.format_exc()
+            tb = getattr(exc, "__sitq_traceback__", None) or traceback.format_exc()
             if timeout_cm is not None and timeout_cm.expired():
                 exc = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
                 tb = None

@@ -1,1 +1,22 @@
-"""SQLite backend for sitq."""
+"""SQLite backend for sitq: ``sqlite:///path.db`` (see docs/backends/sqlite.md).
+
+``SQLiteBackend`` is imported on first use, so importing this package (as the plugin
+manager does) does not load the aiosqlite driver.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backend import SchemaVersionError, SQLiteBackend
+
+__all__ = ["SQLiteBackend", "SchemaVersionError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

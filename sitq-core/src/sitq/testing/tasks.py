@@ -69,3 +69,12 @@ def unpicklable_result() -> Any:
 
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
+
+
+def crash(code: int = 3) -> None:
+    """Exit the process at once, as a segfault or an OOM kill would (no cleanup)."""
+    os._exit(code)
+
+
+def getpid() -> int:
+    return os.getpid()

@@ -1,0 +1,583 @@
+"""SQLiteBackend: sitq's embedded default store, one database file shared by processes.
+
+How it stays correct with several worker processes on one file:
+
+* The database runs in WAL mode: readers never block, and one writer at a time holds the
+  write lock. Every read-modify-write step (enqueue, claim, heartbeat, finish, cancel,
+  requeue, tick claim) is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock
+  up front, so two processes can never both read a job as free and then both take it.
+* Each step runs as *one* call on aiosqlite's connection thread (``BEGIN`` … ``COMMIT``
+  without returning to the event loop in between), so the write lock is held for the
+  few microseconds of the SQL and never while other coroutines run.
+* A busy database is waited for (``busy_timeout``), and a step that still finds it
+  locked is rolled back and retried with jittered back-off for up to ``4 x
+  busy_timeout`` (at least ``min_lock_wait``, 20 s) before it is reported as a
+  :class:`BackendError`.
+
+The clock: SQLite has no server clock, so due-ness, leases and expiries use the wall
+clock (``time.time()``) of the process running the step, read *inside* the transaction
+(after the write lock is taken). Processes sharing a file share a machine and so one
+clock; a job without ``eta`` is ordered by the store's time of enqueue, never by the
+producer's ``created_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from sitq.backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
+from sitq.errors import BackendError, BackendUnavailable, NotInstalled
+from sitq.job import Job
+
+from ._schema import MIGRATIONS, SchemaVersionError, migrate
+from ._url import SQLiteOptions, check_busy_timeout, check_synchronous, parse_url
+
+try:
+    import aiosqlite
+except ImportError:  # pragma: no cover - exercised by a test that hides the module
+    aiosqlite = None
+
+__all__ = ["SQLiteBackend", "SchemaVersionError"]
+
+log = logging.getLogger("sitq.sqlite")
+
+T = TypeVar("T")
+
+#: How often (seconds) a backend deletes expired results, dead letters and old ticks.
+PURGE_INTERVAL = 60.0
+#: Claimed cron ticks are kept this long (seconds), far beyond any misfire grace.
+TICK_RETENTION = 7 * 24 * 3600.0
+
+_COLUMNS = (
+    "id, queue, state, priority, due, eta, attempt, failures, lease_expiries, max_retries,"
+    " timeout, result_ttl, created_at, lease_until, started_at, worker, cancel_requested,"
+    " key, serializer, task, headers, payload, chain"
+)
+_INSERT = (
+    "INSERT INTO sitq_jobs (id, queue, state, priority, due, eta, max_retries, timeout,"
+    " result_ttl, created_at, key, live_key, serializer, task, headers, payload, chain)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CLAIM = (
+    "UPDATE sitq_jobs SET state = 'running', attempt = attempt + 1,"
+    " lease_expiries = lease_expiries + (state = 'running'),"
+    " lease_until = ?, started_at = ?, worker = ?"
+    " WHERE rowid IN (SELECT value FROM json_each(?)) RETURNING " + _COLUMNS
+)
+_FENCE = "WHERE id = ? AND state = 'running' AND attempt = ?"
+_PUT_RESULT = "INSERT OR REPLACE INTO sitq_results (id, queue, expires_at, data) VALUES (?,?,?,?)"
+
+
+def _driver() -> Any:
+    if aiosqlite is None:
+        raise NotInstalled(
+            "the SQLite backend needs the aiosqlite driver, which is not installed: "
+            "pip install sitq-sqlite (or pip install aiosqlite)"
+        )
+    return aiosqlite
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _row_job(row: Sequence[Any]) -> Job:
+    (job_id, queue, state, priority, _due, eta, attempt, failures, lease_expiries,
+     max_retries, timeout, result_ttl, created_at, lease_until, started_at, worker,
+     cancel_requested, key, serializer, task, headers, payload, chain) = row
+    return Job(
+        id=job_id, queue=queue, task=task, payload=payload, serializer=serializer,
+        headers=json.loads(headers) if headers else {},
+        priority=priority, eta=_dt(eta), attempt=attempt, failures=failures,
+        lease_expiries=lease_expiries, max_retries=max_retries, timeout=timeout,
+        key=key, result_ttl=result_ttl,
+        created_at=datetime.fromtimestamp(created_at, UTC), chain=chain,
+        state="queued" if state == "scheduled" else state,
+        lease_until=_dt(lease_until), worker=worker, started_at=_dt(started_at),
+        cancel_requested=bool(cancel_requested),
+    )
+
+
+def _transaction(conn: sqlite3.Connection, body: Callable[..., T], *args: Any) -> T:
+    """Run ``body(conn, now, *args)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out = body(conn, time.time(), *args)
+        conn.execute("COMMIT")
+        return out
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SQLiteBackend(Backend):
+    """A sitq backend on one SQLite database file (``sqlite:///path.db``).
+
+    ``busy_timeout`` (milliseconds) and ``synchronous`` (``NORMAL``, or ``FULL`` to
+    survive power loss) come from the URL's query or keyword arguments; keywords win.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    supports_notifications: ClassVar[bool] = False  # waits poll; nothing pushes
+    supports_transactions: ClassVar[bool] = False  # sitq uses its own connection
+    supports_multiprocess: ClassVar[bool] = True
+    supports_dead_letters: ClassVar[bool] = True
+    #: Migrations applied on connect (a subclass may extend them).
+    migrations: ClassVar[Mapping[int, Sequence[str]]] = MIGRATIONS
+    #: A step that finds the database locked is retried for ``4 x busy_timeout``, and
+    #: at least this many seconds, before it fails.
+    min_lock_wait: ClassVar[float] = 20.0
+
+    def __init__(
+        self,
+        path: str | SQLiteOptions,
+        *,
+        busy_timeout: int | None = None,
+        synchronous: str | None = None,
+        result_ttl: float | None = None,
+        url: str | None = None,
+    ) -> None:
+        _driver()
+        opts = path if isinstance(path, SQLiteOptions) else SQLiteOptions(path=str(path))
+        super().__init__(result_ttl=result_ttl, url=url or f"sqlite:///{opts.path}")
+        self.path = opts.path
+        self.busy_timeout = check_busy_timeout(
+            opts.busy_timeout if busy_timeout is None else busy_timeout
+        )
+        self.synchronous = check_synchronous(
+            opts.synchronous if synchronous is None else synchronous
+        )
+        self._db: Any = None
+        self._next_purge = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteBackend:
+        return cls(parse_url(url), url=url, **options)
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def _retry_for(self) -> float:
+        return max(self.min_lock_wait, 4 * self.busy_timeout / 1000)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the connection's thread; retry while it is busy."""
+        if self._db is None:
+            await self.connect()
+        deadline = 0.0
+        delay = 0.005
+        while True:
+            try:
+                # aiosqlite runs every call as a function on its connection thread; we
+                # hand it a whole transaction so the write lock is never held across
+                # event-loop turns (one thread hop per step instead of one per statement).
+                return await self._db._execute(fn, self._db._conn, *args)  # type: ignore[no-any-return]
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise BackendError(f"SQLite error on {self.path}: {exc}") from exc
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_for
+                if now >= deadline:
+                    raise BackendError(
+                        f"the SQLite database {self.path} stayed locked for "
+                        f"{self._retry_for:.0f}s ({exc}); another process holds a long "
+                        "write transaction. Raise busy_timeout or find that process"
+                    ) from exc
+                log.debug("%s is busy (%s); retrying in %.3fs", self.path, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
+            except sqlite3.Error as exc:
+                raise BackendError(f"SQLite error on {self.path}: {exc}") from exc
+
+    async def _write(self, body: Callable[..., T], *args: Any) -> T:
+        return await self._run(_transaction, body, *args)
+
+    async def _connect(self) -> None:
+        driver = _driver()
+        directory = os.path.dirname(self.path)
+        if not await asyncio.to_thread(os.path.isdir, directory):
+            raise BackendUnavailable(
+                f"cannot open the SQLite database {self.path}: the directory {directory} "
+                "does not exist. Create it first, or check the URL (three slashes before a "
+                "relative path, four before an absolute one)"
+            )
+        pending = driver.connect(
+            self.path, timeout=self.busy_timeout / 1000, isolation_level=None,
+            cached_statements=256,
+        )
+        try:
+            db = await pending
+        except sqlite3.Error as exc:
+            # aiosqlite stops its thread without waiting for it; let it end while the
+            # loop is still alive.
+            thread = getattr(pending, "_thread", None)
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5)
+            raise BackendUnavailable(
+                f"cannot open the SQLite database {self.path}: {exc}. Check that the "
+                "directory exists and is writable"
+            ) from exc
+        if not callable(getattr(db, "_execute", None)):  # pragma: no cover
+            await db.close()
+            raise BackendError(
+                f"this aiosqlite ({getattr(driver, '__version__', '?')}) lacks "
+                "Connection._execute, which sitq-sqlite relies on; install aiosqlite<1"
+            )
+        self._db = db
+        try:
+            await self._run(self._setup)
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BackendError(
+                f"could not put {self.path} in WAL mode (journal_mode is {mode!r}); sitq "
+                "needs WAL, which does not work on network file systems"
+            )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        migrate(conn, self.path, self.migrations)
+
+    async def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    def _purge_expired(self, conn: sqlite3.Connection, now: float) -> None:
+        """Lazily delete expired results, dead letters and old ticks (inside a write)."""
+        if now < self._next_purge:
+            return
+        self._next_purge = now + PURGE_INTERVAL
+        conn.execute("DELETE FROM sitq_results WHERE expires_at <= ?", (now,))
+        conn.execute(
+            "DELETE FROM sitq_jobs WHERE state = 'failed' AND expires_at <= ?", (now,)
+        )
+        conn.execute("DELETE FROM sitq_ticks WHERE tick < ?", (now - TICK_RETENTION,))
+
+    def _ttl(self, job_ttl: float | None) -> float:
+        return job_ttl or self.result_ttl
+
+    # ------------------------------------------------------------------ enqueue
+    async def _enqueue(self, jobs: list[Job]) -> list[str]:
+        return await self._write(self._enqueue_tx, jobs)
+
+    def _enqueue_tx(self, conn: sqlite3.Connection, now: float, jobs: list[Job]) -> list[str]:
+        rows = []
+        keyed = False
+        for job in jobs:
+            eta = None if job.eta is None else job.eta.timestamp()
+            due = now if eta is None else eta
+            keyed = keyed or job.key is not None
+            rows.append((
+                job.id, job.queue, "scheduled" if due > now else "queued", job.priority,
+                due, eta, job.max_retries, job.timeout, job.result_ttl,
+                job.created_at.timestamp(), job.key, job.key, job.serializer, job.task,
+                json.dumps(job.headers) if job.headers else None, job.payload, job.chain,
+            ))
+        if not keyed:
+            conn.executemany(_INSERT, rows)
+            return [job.id for job in jobs]
+        ids = []
+        for job, row in zip(jobs, rows, strict=True):
+            if job.key is not None:
+                held = conn.execute(
+                    "SELECT id FROM sitq_jobs WHERE live_key = ?", (job.key,)
+                ).fetchone()
+                if held is not None:
+                    ids.append(held[0])
+                    continue
+            conn.execute(_INSERT, row)
+            ids.append(job.id)
+        return ids
+
+    # ------------------------------------------------------------------ claim
+    async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
+        return await self._run(self._claim_step, queues, limit, lease, worker)
+
+    @staticmethod
+    def _claimable(conn: sqlite3.Connection, queues: list[str], now: float) -> bool:
+        for queue in queues:
+            if conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM sitq_jobs WHERE state = 'queued' AND queue = ?)"
+                " OR EXISTS (SELECT 1 FROM sitq_jobs WHERE state = 'scheduled' AND queue = ?"
+                " AND due <= ?) OR EXISTS (SELECT 1 FROM sitq_jobs WHERE state = 'running'"
+                " AND queue = ? AND lease_until <= ?)",
+                (queue, queue, now, queue, now),
+            ).fetchone()[0]:
+                return True
+        return False
+
+    def _claim_step(
+        self, conn: sqlite3.Connection, queues: list[str], limit: int, lease: float,
+        worker: str,
+    ) -> list[Job]:
+        # A read first (no lock in WAL mode): idle pollers never take the write lock.
+        if not self._claimable(conn, queues, time.time()):
+            return []
+        return _transaction(conn, self._claim_tx, queues, limit, lease, worker)
+
+    def _claim_tx(
+        self, conn: sqlite3.Connection, now: float, queues: list[str], limit: int,
+        lease: float, worker: str,
+    ) -> list[Job]:
+        picked: list[tuple[int, int, float, int]] = []  # (expired?, -priority, due, rowid)
+        for queue in queues:
+            conn.execute(
+                "UPDATE sitq_jobs SET state = 'queued' WHERE state = 'scheduled'"
+                " AND queue = ? AND due <= ?", (queue, now),
+            )
+            picked += [
+                (0, 0, 0.0, rowid) for (rowid,) in conn.execute(
+                    "SELECT rowid FROM sitq_jobs WHERE state = 'running' AND queue = ?"
+                    " AND lease_until <= ? ORDER BY lease_until LIMIT ?", (queue, now, limit),
+                )
+            ]
+        expired = len(picked)
+        if expired < limit:
+            for queue in queues:
+                picked += [
+                    (1, -priority, due, rowid) for rowid, priority, due in conn.execute(
+                        "SELECT rowid, priority, due FROM sitq_jobs WHERE state = 'queued'"
+                        " AND queue = ? ORDER BY priority DESC, due, rowid LIMIT ?",
+                        (queue, limit - expired),
+                    )
+                ]
+        if not picked:
+            return []
+        if len(queues) > 1:
+            picked.sort()
+        picked = picked[:limit]
+        order = {rowid: i for i, (*_, rowid) in enumerate(picked)}
+        rows = conn.execute(
+            _CLAIM + ", rowid",
+            (now + lease, now, worker, json.dumps(list(order))),
+        ).fetchall()
+        rows.sort(key=lambda row: order[row[-1]])
+        return [_row_job(row[:-1]) for row in rows]
+
+    # ------------------------------------------------------------------ leases, finish
+    async def _extend(self, jobs: list[Job], lease: float) -> list[LeaseState]:
+        return await self._write(self._extend_tx, jobs, lease)
+
+    def _extend_tx(
+        self, conn: sqlite3.Connection, now: float, jobs: list[Job], lease: float
+    ) -> list[LeaseState]:
+        states: list[LeaseState] = []
+        for job in jobs:
+            row = conn.execute(
+                f"UPDATE sitq_jobs SET lease_until = ? {_FENCE} RETURNING cancel_requested",
+                (now + lease, job.id, job.attempt),
+            ).fetchone()
+            states.append("lost" if row is None else "cancel" if row[0] else "ok")
+        return states
+
+    async def _finish(self, items: list[Finish]) -> list[bool]:
+        return await self._write(self._finish_tx, items)
+
+    def _finish_tx(self, conn: sqlite3.Connection, now: float, items: list[Finish]) -> list[bool]:
+        out = []
+        results = []
+        for item in items:
+            job = item.job
+            if item.outcome == "success":
+                cur = conn.execute(f"DELETE FROM sitq_jobs {_FENCE}", (job.id, job.attempt))
+            elif item.outcome == "failed":
+                cur = conn.execute(
+                    "UPDATE sitq_jobs SET state = 'failed', failures = ?, lease_until = NULL,"
+                    f" live_key = NULL, expires_at = ? {_FENCE}",
+                    (job.failures, now + self._ttl(job.result_ttl), job.id, job.attempt),
+                )
+            elif item.outcome == "retry":
+                due = now + max(item.retry_delay, 0.0)
+                cur = conn.execute(
+                    "UPDATE sitq_jobs SET state = ?, due = ?, eta = ?, failures = ?,"
+                    f" lease_until = NULL, worker = NULL {_FENCE}",
+                    ("scheduled" if due > now else "queued", due, due, job.failures,
+                     job.id, job.attempt),
+                )
+            else:  # release: due now, at its old place in the queue
+                cur = conn.execute(
+                    "UPDATE sitq_jobs SET state = 'queued', eta = NULL, failures = ?,"
+                    f" due = min(due, ?), lease_until = NULL, worker = NULL {_FENCE}",
+                    (job.failures, now, job.id, job.attempt),
+                )
+            ok = cur.rowcount == 1
+            out.append(ok)
+            if ok and item.result is not None and item.outcome in ("success", "failed"):
+                results.append(
+                    (job.id, job.queue, now + self._ttl(job.result_ttl), item.result)
+                )
+        if results:
+            conn.executemany(_PUT_RESULT, results)
+        self._purge_expired(conn, now)
+        return out
+
+    # ------------------------------------------------------------------ results, jobs
+    async def _get_result(self, job_id: str) -> bytes | None:
+        return await self._run(self._get_result_step, job_id)
+
+    @staticmethod
+    def _get_result_step(conn: sqlite3.Connection, job_id: str) -> bytes | None:
+        row = conn.execute(
+            "SELECT data FROM sitq_results WHERE id = ? AND expires_at > ?",
+            (job_id, time.time()),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    async def _get_job(self, job_id: str) -> Job | None:
+        return await self._run(self._get_job_step, job_id)
+
+    @staticmethod
+    def _get_job_step(conn: sqlite3.Connection, job_id: str) -> Job | None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM sitq_jobs WHERE id = ?"
+            " AND (state != 'failed' OR expires_at > ?)",
+            (job_id, time.time()),
+        ).fetchone()
+        return None if row is None else _row_job(row)
+
+    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
+        return await self._write(self._cancel_tx, job_id, result)
+
+    def _cancel_tx(
+        self, conn: sqlite3.Connection, now: float, job_id: str, result: bytes
+    ) -> CancelOutcome:
+        row = conn.execute(
+            "SELECT state, queue, result_ttl FROM sitq_jobs WHERE id = ?"
+            " AND (state != 'failed' OR expires_at > ?)", (job_id, now),
+        ).fetchone()
+        if row is None or row[0] == "failed":
+            found = conn.execute(
+                "SELECT 1 FROM sitq_results WHERE id = ? AND expires_at > ?", (job_id, now)
+            ).fetchone()
+            return "finished" if found else "not_found"
+        state, queue, result_ttl = row
+        if state == "running":
+            conn.execute("UPDATE sitq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return "requested"
+        conn.execute("DELETE FROM sitq_jobs WHERE id = ?", (job_id,))
+        conn.execute(_PUT_RESULT, (job_id, queue, now + self._ttl(result_ttl), result))
+        return "cancelled"
+
+    # ------------------------------------------------------------------ management
+    async def _stats(self, queues: list[str] | None) -> dict[str, QueueStats]:
+        return await self._run(self._stats_step, queues)
+
+    @staticmethod
+    def _stats_step(conn: sqlite3.Connection, queues: list[str] | None) -> dict[str, QueueStats]:
+        now = time.time()
+        out: dict[str, QueueStats] = {}
+        # One indexed count per state (each state has its own partial index).
+        for state, extra in (("queued", ""), ("running", ""), ("failed", " AND expires_at > ?"),
+                             ("scheduled", "")):
+            params: tuple[Any, ...] = (now, now) if extra else (now,)
+            select = (
+                "SELECT queue, count(*), sum(due <= ?) FROM sitq_jobs"
+                f" WHERE state = '{state}'{extra}"
+            )
+            if queues is not None:
+                select += f" AND queue IN ({','.join('?' * len(queues))})"
+                params += tuple(queues)
+            for queue, count, due in conn.execute(select + " GROUP BY queue", params):
+                st = out.setdefault(queue, QueueStats())
+                if state == "queued":
+                    st.queued += count
+                elif state == "running":
+                    st.running += count
+                elif state == "failed":
+                    st.failed += count
+                else:
+                    st.queued += due or 0
+                    st.scheduled += count - (due or 0)
+        if queues is not None:
+            return {q: out.get(q, QueueStats()) for q in queues}
+        return out
+
+    async def _purge(self, queues: list[str] | None) -> int:
+        return await self._write(self._purge_tx, queues)
+
+    @staticmethod
+    def _purge_tx(conn: sqlite3.Connection, now: float, queues: list[str] | None) -> int:
+        if queues is None:
+            count = conn.execute("DELETE FROM sitq_jobs").rowcount
+            conn.execute("DELETE FROM sitq_results")
+            conn.execute("DELETE FROM sitq_ticks")
+            return count
+        marks = ",".join("?" * len(queues))
+        count = 0
+        for state in ("queued", "scheduled", "running", "failed"):
+            count += conn.execute(
+                f"DELETE FROM sitq_jobs WHERE state = '{state}' AND queue IN ({marks})", queues
+            ).rowcount
+        conn.execute(f"DELETE FROM sitq_results WHERE queue IN ({marks})", queues)
+        return count
+
+    async def _claim_tick(self, name: str, tick: datetime) -> bool:
+        return await self._write(self._tick_tx, name, tick.timestamp())
+
+    @staticmethod
+    def _tick_tx(conn: sqlite3.Connection, now: float, name: str, tick: float) -> bool:
+        return conn.execute(
+            "INSERT OR IGNORE INTO sitq_ticks (name, tick, claimed_at) VALUES (?, ?, ?)",
+            (name, tick, now),
+        ).rowcount == 1
+
+    async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
+        return await self._run(self._dead_step, queue, limit)
+
+    @staticmethod
+    def _dead_step(conn: sqlite3.Connection, queue: str, limit: int) -> list[Job]:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM sitq_jobs WHERE state = 'failed' AND queue = ?"
+            " AND expires_at > ? ORDER BY rowid LIMIT ?", (queue, time.time(), limit),
+        ).fetchall()
+        return [_row_job(row) for row in rows]
+
+    async def _requeue(self, job_id: str) -> bool:
+        return await self._write(self._requeue_tx, job_id)
+
+    @staticmethod
+    def _requeue_tx(conn: sqlite3.Connection, now: float, job_id: str) -> bool:
+        row = conn.execute(
+            "SELECT key FROM sitq_jobs WHERE id = ? AND state = 'failed' AND expires_at > ?",
+            (job_id, now),
+        ).fetchone()
+        if row is None:
+            return False
+        key = row[0]
+        if key is not None and conn.execute(
+            "SELECT 1 FROM sitq_jobs WHERE live_key = ?", (key,)
+        ).fetchone():
+            key = None  # another live job holds the key now; this one runs without it
+        conn.execute("DELETE FROM sitq_results WHERE id = ?", (job_id,))
+        conn.execute(
+            "UPDATE sitq_jobs SET state = 'queued', failures = 0, lease_expiries = 0,"
+            " eta = NULL, due = ?, cancel_requested = 0, expires_at = NULL, live_key = ?,"
+            " lease_until = NULL, worker = NULL WHERE id = ?",
+            (now, key, job_id),
+        )
+        return True
+

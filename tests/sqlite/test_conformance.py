@@ -1,0 +1,15 @@
+"""SQLiteBackend passes the shared conformance suite unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sitq.testing import BackendConformance
+
+
+class TestSQLiteBackend(BackendConformance):
+    @pytest.fixture
+    def backend_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'conformance.db'}"
