@@ -11,8 +11,9 @@ import dataclasses
 import inspect
 
 import pytest
-import sitq
 from _docs_support import DOCS, ROOT, headings, section
+
+import sitq
 from sitq import cli, errors, hookspecs
 from sitq.config import DEFAULTS, setting_names
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 from _docs_support import DOCS, Block, blocks, pages
+
 from sitq.backends import memory
 
 PAGES = {page: blocks(page) for page in pages()}
