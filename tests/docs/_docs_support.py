@@ -7,6 +7,9 @@ The conventions (also described at the top of ``test_docs_examples.py``):
   in the page's working directory (and compiled), so later blocks can import it.
 * ``<!-- docs-test: skip REASON -->`` on the line(s) right before a fence opts that one
   block out; REASON is required and shows up in pytest's skip summary.
+* ``<!-- docs-test: requires-server HOST:PORT -->`` before a fence: that block and the
+  rest of the page run only when HOST:PORT accepts connections (Redis, ...); otherwise
+  they are skipped, or fail with ``CI=true``, like the other tests that need a server.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Block:
     lang: str
     code: str
     skip: str | None = None  # the reason, when opted out
+    server: tuple[str, int] | None = None  # (host, port) the block needs
 
     @property
     def where(self) -> str:
@@ -61,29 +65,35 @@ def blocks(page: Path) -> list[Block]:
     """The fenced code blocks of ``page`` in order, with their ``docs-test`` markers."""
     lines = page.read_text(encoding="utf-8").splitlines()
     out: list[Block] = []
-    pending: tuple[int, str] | None = None  # (line, reason) of a skip marker
+    pending: tuple[int, str, str] | None = None  # (line, marker, argument)
     i = 0
     while i < len(lines):
         text = lines[i]
         directive = _DIRECTIVE.match(text)
         if directive:
             body = directive.group("body").strip()
-            word, _, reason = body.partition(" ")
-            if word != "skip":
+            word, _, argument = body.partition(" ")
+            argument = argument.strip()
+            if word not in ("skip", "requires-server"):
                 raise DocsSyntaxError(
-                    f"{page}:{i + 1}: unknown docs-test marker {body!r}; "
-                    "the only marker is <!-- docs-test: skip REASON -->"
+                    f"{page}:{i + 1}: unknown docs-test marker {body!r}; the markers are "
+                    "<!-- docs-test: skip REASON --> and "
+                    "<!-- docs-test: requires-server HOST:PORT -->"
                 )
-            if not reason.strip():
+            if word == "skip" and not argument:
                 raise DocsSyntaxError(f"{page}:{i + 1}: a docs-test skip marker needs a reason")
-            pending = (i + 1, reason.strip())
+            if word == "requires-server" and not re.fullmatch(r"[\w.\-]+:\d+", argument):
+                raise DocsSyntaxError(
+                    f"{page}:{i + 1}: requires-server takes HOST:PORT, got {argument!r}"
+                )
+            pending = (i + 1, word, argument)
             i += 1
             continue
         fence = _FENCE.match(text)
         if not fence:
             if text.strip() and pending is not None:
                 raise DocsSyntaxError(
-                    f"{page}:{pending[0]}: a docs-test skip marker must come right before "
+                    f"{page}:{pending[0]}: a docs-test marker must come right before "
                     "a code fence"
                 )
             i += 1
@@ -102,17 +112,24 @@ def blocks(page: Path) -> list[Block]:
             i += 1
         else:
             raise DocsSyntaxError(f"{page}:{start}: code fence is never closed")
-        skip = pending[1] if pending is not None else None
-        if skip is not None and lang not in PYTHON_LANGS:
-            raise DocsSyntaxError(
-                f"{page}:{pending[0]}: docs-test skip marker before a {lang or 'plain'} "
-                "block; only python blocks run, so only they can be skipped"
-            )
-        out.append(Block(page, start, lang, "\n".join(body) + "\n", skip))
+        skip: str | None = None
+        server: tuple[str, int] | None = None
+        if pending is not None:
+            if lang not in PYTHON_LANGS:
+                raise DocsSyntaxError(
+                    f"{page}:{pending[0]}: docs-test marker before a {lang or 'plain'} "
+                    "block; only python blocks run, so only they take markers"
+                )
+            if pending[1] == "skip":
+                skip = pending[2]
+            else:
+                host, _, port = pending[2].rpartition(":")
+                server = (host, int(port))
+        out.append(Block(page, start, lang, "\n".join(body) + "\n", skip, server))
         pending = None
         i += 1
     if pending is not None:
-        raise DocsSyntaxError(f"{page}:{pending[0]}: docs-test skip marker with no code block")
+        raise DocsSyntaxError(f"{page}:{pending[0]}: docs-test marker with no code block")
     return out
 
 

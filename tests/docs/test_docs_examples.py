@@ -17,6 +17,10 @@ Conventions for writing docs (keep examples short, runnable, and on ``memory://N
   backend that is not merged yet, or that run forever (``await worker.start()``
   without ``burst=True``). The marker is an HTML comment: visible in the Markdown,
   invisible on the rendered site.
+* **Needing a server.** ``<!-- docs-test: requires-server localhost:6379 -->`` before a
+  fence: that block and the rest of its page run when the server accepts connections;
+  otherwise they are skipped with the reason (and fail with ``CI=true``, as the other
+  server tests do). Prefer it to ``skip`` for Redis and other servers CI starts.
 
 Runnable examples use ``memory://NAME``: a ``TaskQueue`` and a ``Worker`` in one process
 share the store called NAME. A failing block's traceback points at the line in the .md
@@ -30,6 +34,7 @@ import asyncio
 import inspect
 import os
 import re
+import socket
 import sys
 import types
 from pathlib import Path
@@ -88,6 +93,8 @@ def run_page(
             for block in page_blocks:
                 if block.skip:
                     continue
+                if block.server is not None:
+                    _require_server(block)
                 _run_block(block, module, workdir, runner)
     finally:
         os.environ.clear()
@@ -101,6 +108,22 @@ def run_page(
                 del sys.modules[name]
         for name in set(memory._named) - stores_before:
             del memory._named[name]
+
+
+def _require_server(block: Block) -> None:
+    assert block.server is not None
+    host, port = block.server
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        message = (
+            f"docs/{block.where} and the rest of its page need a server at {host}:{port} "
+            f"({exc})"
+        )
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}; CI=true, so an unreachable server is a failure")
+    pytest.skip(f"{message}; start it to run these examples")
 
 
 def _run_block(
