@@ -49,16 +49,3 @@ async def test_a_second_stop_does_not_cut_the_shutdown_wait_short() -> None:
             "from docs/workers.md (Signals and shutdown), docs/decisions.md (Known issues, "
             "Graceful shutdown) and docs/concepts.md (Graceful shutdown), and this test"
         )
-
-
-async def test_pickle_claims_to_send_functions_by_value_but_cannot() -> None:
-    assert "`pickle` cannot send lambdas or closures" in DECISIONS
-    async with TaskQueue("memory://", serializer="pickle") as queue:
-        assert queue.serializer.supports_callables is True
-        with pytest.raises(SerializationError) as info:
-            await queue.enqueue(lambda x: x, 1)
-    if "cannot serialize the arguments" not in str(info.value):
-        pytest.fail(
-            "fixed: pickle now refuses lambdas with a clear message. Update the known issue "
-            f"in docs/decisions.md and docs/serializers.md; the message is now: {info.value}"
-        )

@@ -89,9 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _add_cwd_to_path() -> None:
+    """Tasks live in the user's project: like ``python -m``, import from the cwd."""
+    import os
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .worker import create_worker
 
+    _add_cwd_to_path()
     settings = load_settings(
         {
             "backend": args.backend,
@@ -127,10 +136,7 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     name = args.task if ":" in args.task else ":".join(args.task.rsplit(".", 1))
-    import os
-
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _add_cwd_to_path()
     func = resolve_task(name)
 
     async def run() -> int:
