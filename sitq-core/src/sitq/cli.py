@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list discovered plugins and what they registered")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    s = sub.add_parser("scheduler", help="run the cron scheduler alone (no jobs)")
+    backend_opt(s)
+    s.add_argument("--app", help="module that declares the schedules (env SITQ_APP)")
+
+    ls = sub.add_parser("schedules", help="list the schedules an app declares")
+    ls.add_argument("--app", help="module that declares the schedules (env SITQ_APP)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+
     d = sub.add_parser("demo", help="enqueue a batch, run a worker, show progress and results")
     backend_opt(d)
     d.add_argument("--jobs", type=int, default=300, help="how many jobs (default 300)")
@@ -81,9 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _add_cwd_to_path() -> None:
+    """Tasks live in the user's project: like ``python -m``, import from the cwd."""
+    import os
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .worker import create_worker
 
+    _add_cwd_to_path()
     settings = load_settings(
         {
             "backend": args.backend,
@@ -94,11 +111,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "lease": args.lease,
         }
     )
-    if args.scheduler:
-        logging.getLogger("sitq").warning(
-            "--scheduler: no schedules run in this version; the worker runs jobs only"
-        )
-    worker = create_worker(settings.kind, settings=settings, burst=args.burst)
+    worker = create_worker(settings.kind, settings=settings, burst=args.burst,
+                           scheduler=args.scheduler)
     asyncio.run(worker.start())
     return 0
 
@@ -122,10 +136,7 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     name = args.task if ":" in args.task else ":".join(args.task.rsplit(".", 1))
-    import os
-
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _add_cwd_to_path()
     func = resolve_task(name)
 
     async def run() -> int:
@@ -227,6 +238,65 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    import signal
+
+    from .queue import TaskQueue
+    from .scheduling import Scheduler
+    from .worker import import_app
+
+    settings = load_settings({"backend": args.backend, "app": args.app})
+    if not settings.app:
+        print("sitq scheduler: error: pass --app MODULE (or SITQ_APP) naming the module that "
+              "declares the schedules", file=sys.stderr)
+        return 2
+    import_app(settings.app)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with TaskQueue(settings=settings) as queue:
+            await Scheduler(queue).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _cmd_schedules(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ._codec import task_name
+    from .job import utcnow
+    from .scheduling import declared_schedules
+    from .worker import import_app
+
+    settings = load_settings({"app": args.app})
+    if settings.app:
+        import_app(settings.app)
+    now = utcnow()
+    rows = [
+        {"name": s.name, "cron": s.expression, "tz": s.tz, "task": task_name(s.func),
+         "queue": s.options.queue or "default", "next": s.next_after(now).isoformat()}
+        for s in declared_schedules()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no schedules declared" + ("" if settings.app else " (pass --app MODULE)"))
+        return 0
+    table = Table(title="schedules")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -240,5 +310,7 @@ _COMMANDS = {
     "enqueue": _cmd_enqueue,
     "inspect": _cmd_inspect,
     "plugins": _cmd_plugins,
+    "scheduler": _cmd_scheduler,
+    "schedules": _cmd_schedules,
     "demo": _cmd_demo,
 }

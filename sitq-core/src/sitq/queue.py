@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
-from ._codec import decode_result, encode_call, encode_result
+from ._codec import decode_result, encode_call, encode_result, task_name
 from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
@@ -16,6 +16,7 @@ from .errors import ConfigurationError, JobNotFound
 from .job import Job, JobOptions, new_job_id, utcnow
 from .plugins import Registry, get_registry
 from .result import ErrorInfo, Result
+from .scheduling import Schedule, register_schedule
 from .serializers import Serializer, Signer
 
 __all__ = ["Batch", "BoundQueue", "JobInfo", "Task", "TaskQueue"]
@@ -95,6 +96,41 @@ class BoundQueue:
     def batch(self) -> Batch:
         """``async with queue.batch() as b: b.enqueue(f, 1)`` — flushed together on exit."""
         return Batch(self)
+
+    def cron(
+        self,
+        expression: str,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        tz: str = "UTC",
+        misfire_grace: float = 60.0,
+        **kwargs: Any,
+    ) -> Schedule:
+        """Declare a cron schedule (synchronous; nothing is stored until a scheduler runs).
+
+        ``queue.cron("*/5 * * * *", report, "daily", tz="Europe/Berlin")`` enqueues
+        ``report("daily")`` every five minutes with this view's options. ``name`` (default:
+        the function's ``module:qualname``) identifies the schedule's ticks in the backend.
+        """
+        schedule = Schedule(
+            name or task_name(func), expression, func, tuple(args), dict(kwargs), tz,
+            misfire_grace, self._opts,
+        )
+        return register_schedule(schedule)
+
+    def periodic(
+        self, expression: str, *, name: str | None = None, tz: str = "UTC",
+        misfire_grace: float = 60.0,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator form of :meth:`cron` for a function that takes no arguments."""
+
+        def wrap(func: Callable[P, R]) -> Callable[P, R]:
+            self.cron(expression, func, name=name, tz=tz, misfire_grace=misfire_grace)
+            return func
+
+        return wrap
 
 
 class Batch:

@@ -44,10 +44,14 @@ class Serializer(Protocol):
 
 
 class PickleSerializer:
-    """Standard-library pickle (highest protocol). Executes code on load: sign payloads."""
+    """Standard-library pickle (highest protocol). Executes code on load: sign payloads.
+
+    The standard library pickles functions by reference, so only module-level functions
+    can be enqueued with it (``supports_callables = False``).
+    """
 
     name: ClassVar[str] = "pickle"
-    supports_callables: ClassVar[bool] = True
+    supports_callables: ClassVar[bool] = False
 
     def dumps(self, obj: Any) -> bytes:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -67,6 +71,7 @@ class CloudpickleSerializer(PickleSerializer):
     """
 
     name: ClassVar[str] = "cloudpickle"
+    supports_callables: ClassVar[bool] = True
 
     def __init__(self) -> None:
         import cloudpickle

@@ -160,6 +160,7 @@ class Worker:
         app: str | None = None,
         name: str | None = None,
         burst: bool = False,
+        scheduler: bool = False,
         shutdown_grace: float = 30.0,
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
@@ -198,6 +199,8 @@ class Worker:
         self.app = s.app
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{next(_counter)}"
         self.burst = burst
+        self.scheduler = scheduler
+        self.scheduler_runner: Any = None
         self.shutdown_grace = shutdown_grace
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
@@ -230,6 +233,9 @@ class Worker:
         self._finisher = _Finisher(self.backend)
         self._finisher.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="sitq-heartbeat")
+        side_tasks = [heartbeat]
+        if self.scheduler:
+            side_tasks.append(asyncio.create_task(self._run_scheduler(), name="sitq-scheduler"))
         log.info("worker %s (%s) consuming %s from %r, concurrency %d",
                  self.id, self.kind, ",".join(self.queues), self.backend, self.concurrency)
         self._started.set()
@@ -237,8 +243,9 @@ class Worker:
             await self._fetch_loop()
             await self._drain()
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
             await self._finisher.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -247,6 +254,16 @@ class Worker:
             if self._owns_backend:
                 await self.backend.aclose()
             log.info("worker %s stopped", self.id)
+
+    async def _run_scheduler(self) -> None:
+        from .queue import TaskQueue
+        from .scheduling import Scheduler
+
+        assert self._stop_event is not None
+        queue = TaskQueue(self.backend, settings=self.settings, registry=self.registry,
+                          context=self.context)
+        self.scheduler_runner = Scheduler(queue)
+        await self.scheduler_runner.run(self._stop_event)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop fetching; let running jobs finish within ``grace`` seconds (default

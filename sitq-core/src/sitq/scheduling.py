@@ -1,0 +1,206 @@
+"""Cron schedules and the Scheduler that fires them.
+
+Schedules are declared in code (``queue.cron(...)``, ``@queue.periodic(...)``) and found
+by importing the app module. A scheduler runs inside workers (``Worker(scheduler=True)``,
+``sitq worker --scheduler``) or alone (``sitq scheduler``). Each tick is claimed in the
+backend (``claim_tick``) before its job is enqueued, so however many schedulers run, a tick
+fires once. A tick missed by at most ``misfire_grace`` seconds (the scheduler was down or
+late) fires once on return; older missed ticks are skipped and logged.
+
+Expressions have 5 fields, or 6 with seconds (croniter's syntax), and are evaluated in the
+schedule's IANA time zone (default UTC); DST gaps and overlaps follow croniter: a time
+that does not exist is shifted forward, a time that occurs twice fires twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from ._codec import task_name
+from .errors import ConfigurationError, InvalidCron
+from .job import JobOptions, aware_utc, utcnow
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+
+__all__ = ["Schedule", "Scheduler", "declared_schedules", "register_schedule"]
+
+log = logging.getLogger("sitq.scheduler")
+
+_declared: dict[str, Schedule] = {}
+_declared_lock = threading.Lock()
+
+
+@dataclass(eq=False)
+class Schedule:
+    """One cron schedule: run ``func(*args, **kwargs)`` at every tick of ``expression``."""
+
+    name: str
+    expression: str
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tz: str = "UTC"
+    misfire_grace: float = 60.0
+    options: JobOptions = field(default_factory=JobOptions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
+            raise InvalidCron(
+                f"schedule {self.name!r}: {self.expression!r} is not a valid cron expression; "
+                "use 5 fields (minute hour day month weekday, e.g. '*/5 * * * *') or 6 with "
+                "seconds last"
+            )
+        try:
+            self.zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigurationError(
+                f"schedule {self.name!r}: unknown time zone {self.tz!r}; use an IANA name "
+                "such as 'UTC' or 'Europe/Berlin'"
+            ) from exc
+        if not self.misfire_grace >= 0:
+            raise ConfigurationError(f"misfire_grace must be >= 0 seconds, got "
+                                     f"{self.misfire_grace!r}")
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first tick strictly after ``moment`` (aware), in UTC."""
+        local = aware_utc(moment, "moment").astimezone(self.zone)
+        tick: datetime = croniter(self.expression, local).get_next(datetime)
+        return tick.astimezone(ZoneInfo("UTC"))
+
+    def ticks_between(self, start: datetime, end: datetime) -> list[datetime]:
+        """Ticks in ``(start, end]``, in UTC."""
+        out = []
+        tick = self.next_after(start)
+        while tick <= end:
+            out.append(tick)
+            tick = self.next_after(tick)
+        return out
+
+    def same_as(self, other: Schedule) -> bool:
+        return (self.expression, task_name(self.func), self.tz) == (
+            other.expression, task_name(other.func), other.tz
+        )
+
+
+def register_schedule(schedule: Schedule) -> Schedule:
+    """Add ``schedule`` to the process-wide list that schedulers run."""
+    with _declared_lock:
+        existing = _declared.get(schedule.name)
+        if existing is not None and not existing.same_as(schedule):
+            raise ConfigurationError(
+                f"two different schedules are named {schedule.name!r}; give one of them "
+                "another name= (names identify ticks in the backend)"
+            )
+        _declared[schedule.name] = schedule
+    return schedule
+
+
+def declared_schedules() -> list[Schedule]:
+    with _declared_lock:
+        return list(_declared.values())
+
+
+def forget_schedules() -> None:
+    """Drop every declared schedule (for tests)."""
+    with _declared_lock:
+        _declared.clear()
+
+
+class Scheduler:
+    """Fires due ticks of ``schedules`` through ``queue``.
+
+    ``clock`` is injectable so tests need no patching; :meth:`run_pending` does one pass
+    and returns the ids of the jobs it enqueued.
+    """
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        schedules: list[Schedule] | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        max_sleep: float = 30.0,
+    ) -> None:
+        self.queue = queue
+        self.schedules = schedules if schedules is not None else declared_schedules()
+        self.clock = clock
+        self.max_sleep = max_sleep
+        self._next: dict[str, datetime] = {}
+        self.fired: list[tuple[str, datetime, str]] = []
+
+    async def run_pending(self) -> list[str]:
+        now = self.clock()
+        enqueued = []
+        for schedule in self.schedules:
+            nxt = self._next.get(schedule.name)
+            if nxt is None:
+                # First pass: a tick missed within the grace window still fires.
+                nxt = schedule.next_after(now - timedelta(seconds=schedule.misfire_grace))
+            due = []
+            while nxt <= now:
+                due.append(nxt)
+                nxt = schedule.next_after(nxt)
+            self._next[schedule.name] = nxt
+            if not due:
+                continue
+            tick = due[-1]
+            late = (now - tick).total_seconds()
+            skipped = due[:-1]
+            if late > schedule.misfire_grace:
+                skipped, tick = due, None  # type: ignore[assignment]
+            if skipped:
+                log.warning("schedule %s: skipped %d missed tick(s) older than misfire_grace "
+                            "(%ss), first %s", schedule.name, len(skipped),
+                            schedule.misfire_grace, skipped[0].isoformat())
+            if tick is None:
+                continue
+            job_id = await self._fire(schedule, tick)
+            if job_id is not None:
+                enqueued.append(job_id)
+        return enqueued
+
+    async def _fire(self, schedule: Schedule, tick: datetime) -> str | None:
+        if not await self.queue.backend.claim_tick(schedule.name, tick):
+            return None
+        bound = self.queue.options(**{
+            k: getattr(schedule.options, k)
+            for k in schedule.options.__dataclass_fields__
+            if getattr(schedule.options, k) is not None
+        })
+        job_id = await bound.enqueue(schedule.func, *schedule.args, **schedule.kwargs)
+        self.fired.append((schedule.name, tick, job_id))
+        log.info("schedule %s: tick %s enqueued as %s", schedule.name, tick.isoformat(), job_id)
+        return job_id
+
+    def seconds_until_next(self) -> float:
+        if not self._next:
+            return 0.0
+        delta = (min(self._next.values()) - self.clock()).total_seconds()
+        return max(0.0, min(delta, self.max_sleep))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire ticks until ``stop`` is set. Backend errors are logged and retried."""
+        if not self.schedules:
+            log.warning("the scheduler has no schedules: declare them with queue.cron(...) "
+                        "or @queue.periodic(...) in the module given to --app")
+        while not stop.is_set():
+            try:
+                await self.run_pending()
+                delay = self.seconds_until_next() if self.schedules else self.max_sleep
+            except Exception as exc:
+                log.warning("scheduler pass failed (%s); retrying in 1s", exc)
+                delay = 1.0
+            try:
+                await asyncio.wait_for(stop.wait(), max(delay, 0.01))
+            except TimeoutError:
+                pass
