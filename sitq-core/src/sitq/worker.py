@@ -97,7 +97,9 @@ class _Finisher:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append((item, fut))
         self.event.set()
-        return await asyncio.shield(fut)
+        # No shield needed: the write belongs to the finisher loop; cancelling this
+        # waiter only cancels ``fut``, which the loop skips when it sets results.
+        return await fut
 
     async def _loop(self) -> None:
         delay = 0.05
