@@ -7,6 +7,8 @@ serializes them and each re-reads the version under the lock, so the first one m
 and the others find nothing left to do. A database whose version is newer than this
 code knows is refused rather than misread.
 
+``sitq_results`` is a ``WITHOUT ROWID`` table: one B-tree keyed by the job id instead of
+a rowid table plus an index on the id (results are small; large ones overflow as usual).
 Column order matters for speed: small columns first, the blobs (``payload``, ``chain``)
 last, so reading a job's state never walks a large payload's overflow pages.
 """
@@ -74,7 +76,7 @@ MIGRATIONS: Mapping[int, Sequence[str]] = {
             queue TEXT NOT NULL,
             expires_at REAL NOT NULL,
             data BLOB NOT NULL
-        )
+        ) WITHOUT ROWID
         """,
         "CREATE INDEX sitq_results_expiry ON sitq_results (expires_at)",
         """
