@@ -77,15 +77,14 @@ def _resolve_cached(name: str) -> Callable[..., Any]:
     return resolve_task(name)
 
 
-def encode_call(
-    func: Callable[..., Any],
-    args: tuple[Any, ...] | list[Any],
-    kwargs: Mapping[str, Any],
-    serializer: Serializer,
-    signer: Signer,
-    max_payload: int,
-) -> tuple[str, bytes]:
-    """Serialize a call; a module-level function travels by reference, others by value."""
+def call_encoder(
+    func: Callable[..., Any], serializer: Serializer, signer: Signer, max_payload: int
+) -> tuple[str, Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], bytes]]:
+    """The task name of ``func`` and a function encoding one call of it to a payload.
+
+    Deciding how ``func`` travels (a module-level function by reference, others by
+    value) happens once here, so ``enqueue_many`` pays for it once, not per item.
+    """
     name = task_name(func)
     target: Any
     try:
@@ -102,22 +101,40 @@ def encode_call(
             "importable by a worker (a lambda, a closure or a function in __main__). Define "
             "it at module level in an importable module, or use serializer='cloudpickle'"
         )
-    try:
-        body = serializer.dumps([target, list(args), dict(kwargs)])
-    except Exception as exc:
-        raise SerializationError(
-            f"cannot serialize the arguments of {name} with {serializer.name!r}: "
-            f"{type(exc).__name__}: {exc}. Pass plain data (ids, paths, numbers, strings) "
-            "or choose a serializer that supports these types"
-        ) from exc
-    payload = signer.sign(body)
-    if len(payload) > max_payload:
-        raise PayloadTooLarge(
-            f"the payload of {name} is {_human(len(payload))}, over max_payload "
-            f"({_human(max_payload)}). Store large data elsewhere and pass a reference "
-            "(a path, URL or database id), or raise max_payload / SITQ_MAX_PAYLOAD"
-        )
-    return name, payload
+    dumps, sign = serializer.dumps, signer.sign
+
+    def encode(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> bytes:
+        try:
+            body = dumps([target, list(args), dict(kwargs)])
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize the arguments of {name} with {serializer.name!r}: "
+                f"{type(exc).__name__}: {exc}. Pass plain data (ids, paths, numbers, strings) "
+                "or choose a serializer that supports these types"
+            ) from exc
+        payload = sign(body)
+        if len(payload) > max_payload:
+            raise PayloadTooLarge(
+                f"the payload of {name} is {_human(len(payload))}, over max_payload "
+                f"({_human(max_payload)}). Store large data elsewhere and pass a reference "
+                "(a path, URL or database id), or raise max_payload / SITQ_MAX_PAYLOAD"
+            )
+        return payload
+
+    return name, encode
+
+
+def encode_call(
+    func: Callable[..., Any],
+    args: tuple[Any, ...] | list[Any],
+    kwargs: Mapping[str, Any],
+    serializer: Serializer,
+    signer: Signer,
+    max_payload: int,
+) -> tuple[str, bytes]:
+    """Serialize a call; a module-level function travels by reference, others by value."""
+    name, encode = call_encoder(func, serializer, signer, max_payload)
+    return name, encode(args, kwargs)
 
 
 def decode_call(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
-from ._codec import decode_result, encode_call, encode_result, task_name
+from ._codec import call_encoder, decode_result, encode_result, task_name
 from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
@@ -73,6 +73,7 @@ class BoundQueue:
         """
         ids: list[str] = []
         chunk: list[Job] = []
+        make = self._queue._job_maker(func, self._opts)
         for item in calls:
             if isinstance(item, Mapping):
                 args: tuple[Any, ...] = ()
@@ -85,7 +86,7 @@ class BoundQueue:
                     f"arguments, got {type(item).__name__} {item!r}; wrap a single argument "
                     "as (value,)"
                 )
-            chunk.append(self._queue._make_job(func, args, kwargs, self._opts))
+            chunk.append(make(args, kwargs))
             if len(chunk) >= CHUNK:
                 ids += await self._queue.backend.enqueue_many(chunk)
                 chunk = []
@@ -300,6 +301,13 @@ class TaskQueue(BoundQueue):
         kwargs: Mapping[str, Any],
         opts: JobOptions,
     ) -> Job:
+        return self._job_maker(func, opts)(args, kwargs)
+
+    def _job_maker(
+        self, func: Callable[..., Any], opts: JobOptions
+    ) -> Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], Job]:
+        """Resolve options, serializer, encoding and context once for calls of ``func``;
+        returns a function building the Job of one call (``enqueue_many`` reuses it)."""
         if not callable(func):
             raise ConfigurationError(
                 f"enqueue needs a callable as its first argument, got {type(func).__name__} "
@@ -323,23 +331,21 @@ class TaskQueue(BoundQueue):
             if opts.serializer is None or opts.serializer == self.serializer.name
             else self.registry.serializer(opts.serializer)
         )
-        name, payload = encode_call(
-            func, args, kwargs, serializer, self.signer, self.max_payload
-        )
-        return Job(
-            id=new_job_id(),
-            queue=opts.queue or "default",
-            task=name,
-            payload=payload,
-            serializer=serializer.name,
-            headers=self.context.capture() if self.context else {},
-            priority=opts.priority or 0,
-            eta=opts.resolve_eta(),
-            max_retries=opts.retries or 0,
-            timeout=opts.timeout,
-            key=opts.key,
-            result_ttl=opts.result_ttl,
-        )
+        name, encode = call_encoder(func, serializer, self.signer, self.max_payload)
+        headers = self.context.capture() if self.context else None
+        queue, serializer_name = opts.queue or "default", serializer.name
+        priority, eta, max_retries = opts.priority or 0, opts.resolve_eta(), opts.retries or 0
+        timeout, key, result_ttl = opts.timeout, opts.key, opts.result_ttl
+
+        def make(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> Job:
+            return Job(
+                id=new_job_id(), queue=queue, task=name, payload=encode(args, kwargs),
+                serializer=serializer_name, headers=dict(headers) if headers else {},
+                priority=priority, eta=eta, max_retries=max_retries, timeout=timeout, key=key,
+                result_ttl=result_ttl,
+            )
+
+        return make
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
