@@ -44,7 +44,7 @@ from ._url import SQLiteOptions, check_busy_timeout, check_synchronous, parse_ur
 try:
     import aiosqlite
 except ImportError:  # pragma: no cover - exercised by a test that hides the module
-    aiosqlite = None
+    aiosqlite = None  # type: ignore[assignment]
 
 __all__ = ["SQLiteBackend", "SchemaVersionError"]
 
