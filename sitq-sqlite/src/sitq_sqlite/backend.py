@@ -327,7 +327,11 @@ class SQLiteBackend(Backend):
     # ------------------------------------------------------------------ claim
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
         limit = min(limit, self.max_claim)
-        return await self._run(self._claim_step, queues, limit, lease, worker)
+        now, rows = await self._run(self._claim_step, queues, limit, lease, worker)
+        # Jobs are built here, after the transaction: the write lock (and the connection
+        # thread) is held only for the SQL.
+        until, started = _dt(now + lease), _dt(now)
+        return [_row_job(row, until, started) for row in rows]
 
     @staticmethod
     def _claimable(conn: sqlite3.Connection, queues: list[str], now: float) -> bool:
@@ -345,16 +349,17 @@ class SQLiteBackend(Backend):
     def _claim_step(
         self, conn: sqlite3.Connection, queues: list[str], limit: int, lease: float,
         worker: str,
-    ) -> list[Job]:
+    ) -> tuple[float, list[Sequence[Any]]]:
         # A read first (no lock in WAL mode): idle pollers never take the write lock.
         if not self._claimable(conn, queues, time.time()):
-            return []
+            return 0.0, []
         return _transaction(conn, self._claim_tx, queues, limit, lease, worker)
 
     def _claim_tx(
         self, conn: sqlite3.Connection, now: float, queues: list[str], limit: int,
         lease: float, worker: str,
-    ) -> list[Job]:
+    ) -> tuple[float, list[Sequence[Any]]]:
+        """Lease the jobs; returns the store's ``now`` and their rows, in claim order."""
         picked: list[tuple[int, int, float, int]] = []  # (expired?, -priority, due, rowid)
         for queue in queues:
             conn.execute(
@@ -368,7 +373,6 @@ class SQLiteBackend(Backend):
                 )
             ]
         expired = len(picked)
-        until, started = _dt(now + lease), _dt(now)
         if not expired and len(queues) == 1:
             # The common case in one statement: pick and lease the best queued jobs.
             rows = conn.execute(
@@ -376,7 +380,7 @@ class SQLiteBackend(Backend):
                 (now + lease, now, worker, queues[0], limit),
             ).fetchall()
             rows.sort(key=lambda row: (-row[-3], row[-2], row[-1]))
-            return [_row_job(row[:-3], until, started) for row in rows]
+            return now, [row[:-3] for row in rows]
         if expired < limit:
             for queue in queues:
                 picked += [
@@ -387,7 +391,7 @@ class SQLiteBackend(Backend):
                     )
                 ]
         if not picked:
-            return []
+            return now, []
         if len(queues) > 1:
             picked.sort()
         picked = picked[:limit]
@@ -397,7 +401,7 @@ class SQLiteBackend(Backend):
             (now + lease, now, worker, json.dumps(list(order))),
         ).fetchall()
         rows.sort(key=lambda row: order[row[-1]])
-        return [_row_job(row[:-1], until, started) for row in rows]
+        return now, [row[:-1] for row in rows]
 
     # ------------------------------------------------------------------ leases, finish
     async def _extend(self, jobs: list[Job], lease: float) -> list[LeaseState]:
