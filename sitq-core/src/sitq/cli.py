@@ -228,9 +228,18 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    import importlib
 
-    return run_demo(backend=args.backend, jobs=args.jobs)
+    try:
+        demo = importlib.import_module("sitq._demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sitq._demo":
+            raise
+        print("sitq demo: error: this build of sitq-core has no demo module (sitq._demo)",
+              file=sys.stderr)
+        return 2
+    code: int = demo.run_demo(backend=args.backend, jobs=args.jobs)
+    return code
 
 
 _COMMANDS = {

@@ -138,7 +138,7 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     env: Mapping[str, str] | None = None,
-    pyproject: Path | None | bool = True,
+    pyproject: Path | bool | None = True,
 ) -> Settings:
     """Resolve every setting. ``overrides`` with value ``None`` are ignored (not given).
 

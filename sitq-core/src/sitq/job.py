@@ -113,7 +113,9 @@ class JobOptions:
         if self.timeout is not None and (
             not isinstance(self.timeout, int | float) or self.timeout <= 0
         ):
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+            raise ConfigurationError(
+                f"timeout must be a number of seconds > 0, got {self.timeout!r}"
+            )
         if self.priority is not None and not isinstance(self.priority, int):
             raise ConfigurationError(f"priority must be an int, got {self.priority!r}")
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):

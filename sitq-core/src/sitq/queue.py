@@ -59,6 +59,15 @@ class BoundQueue:
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
         """Enqueue ``func(*args, **kwargs)``; returns the job id."""
+        return await self._enqueue_call(func, args, kwargs, eta)
+
+    async def _enqueue_call(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        eta: datetime | None,
+    ) -> str:
         opts = self._opts if eta is None else self._opts.merge(eta=eta)
         job = self._queue._make_job(func, args, kwargs, opts)
         return await self._queue.backend.enqueue(job)
@@ -166,8 +175,12 @@ class Task(Generic[P, R]):
         return _BoundTask(self, self.__sitq_options__.merge(**options))
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        return await BoundQueue(self.queue, self.__sitq_options__).enqueue(
-            self.__sitq_func__, *args, **kwargs
+        """Send ``func(*args, **kwargs)`` to a worker (``eta=`` is taken, as by
+        :meth:`TaskQueue.enqueue`)."""
+        call_kwargs: dict[str, Any] = dict(kwargs)
+        eta = call_kwargs.pop("eta", None)
+        return await BoundQueue(self.queue, self.__sitq_options__)._enqueue_call(
+            self.__sitq_func__, args, call_kwargs, eta
         )
 
     async def enqueue_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:

@@ -35,8 +35,11 @@ class Serializer(Protocol):
     sent by value; when it is ``False`` only module-level functions can be enqueued.
     """
 
-    name: str
-    supports_callables: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_callables(self) -> bool: ...
 
     def dumps(self, obj: Any) -> bytes: ...
 

@@ -87,6 +87,8 @@ class _Finisher:
         self.backend = backend
         self.pending: list[tuple[Finish, asyncio.Future[bool]]] = []
         self.event = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.task: asyncio.Task[None] | None = None
         self.closing = False
 
@@ -96,6 +98,7 @@ class _Finisher:
     async def submit(self, item: Finish) -> bool:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append((item, fut))
+        self.idle.clear()
         self.event.set()
         return await asyncio.shield(fut)
 
@@ -125,12 +128,13 @@ class _Finisher:
                 for (_, fut), ok in zip(batch, oks, strict=True):
                     if not fut.done():
                         fut.set_result(ok)
+            self.idle.set()
 
     async def close(self) -> None:
         self.closing = True
         self.event.set()
-        while self.pending:
-            await asyncio.sleep(0.01)
+        if self.task is not None and not self.task.done():
+            await self.idle.wait()
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -275,7 +279,7 @@ class Worker:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -314,7 +318,8 @@ class Worker:
             except Exception as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0) * (0.5 + random.random() / 2)
-                log.warning("claim from %r failed (%s); retrying in %.2fs", self.backend, exc, delay)
+                log.warning("claim from %r failed (%s); retrying in %.2fs",
+                            self.backend, exc, delay)
                 await self._sleep(delay)
                 continue
             if not jobs:
@@ -415,12 +420,12 @@ class Worker:
     async def _attempt(self, entry: _Active, started: Any) -> Finish | None:
         job = entry.job
         if job.lease_expiries >= self.max_lease_expiries:
-            err = WorkerLost(
+            lost = WorkerLost(
                 f"the lease of this job expired {job.lease_expiries} times (max_lease_expiries="
                 f"{self.max_lease_expiries}): the workers running it died or hung. Look for "
                 "crashes, OOM kills or blocking code, or raise the lease"
             )
-            return self._failed(job, err, None, started)
+            return self._failed(job, lost, None, started)
         try:
             call = self._prepare(job)
         except SitqError as exc:
@@ -450,11 +455,12 @@ class Worker:
             raise
         except Exception as exc:
             entry.executing = False
-            tb = traceback.format_exc()
+            error: Exception = exc
+            tb: str | None = traceback.format_exc()
             if timeout_cm is not None and timeout_cm.expired():
-                exc = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
+                error = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
                 tb = None
-            return self._on_error(job, exc, tb, started)
+            return self._on_error(job, error, tb, started)
         entry.executing = False
         try:
             result = self._result(job, "success", value, None, None, started)
