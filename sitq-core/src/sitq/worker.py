@@ -431,6 +431,9 @@ class Worker:
         except SitqError as exc:
             log.error("job %s (%s) cannot run: %s", job.id, job.task, exc)
             return self._failed(job, exc, None, started)
+        except Exception as exc:  # a bug in a serializer plugin: still fail the job now
+            log.exception("job %s (%s) cannot run", job.id, job.task)
+            return self._failed(job, exc, traceback.format_exc(), started)
         entry.executing = True
         timeout_cm = asyncio.timeout(job.timeout) if job.timeout else None
         try:
