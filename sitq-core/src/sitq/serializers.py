@@ -154,17 +154,19 @@ class Signer:
             raise SerializationError(f"{what} must be bytes, got {type(data).__name__}")
         data = bytes(data)
         signed = data[: len(_MAGIC)] == _MAGIC
+        # Who wrote the data: a producer writes payloads, a worker writes results.
+        writer = "worker that stored it" if what == "result" else "producer"
         if not self._keys:
             if signed:
                 raise SignatureError(
                     f"the {what} is signed but no secret key is configured here; set "
-                    "SITQ_SECRET_KEY (or secret_key=) to the key the producer uses"
+                    f"SITQ_SECRET_KEY (or secret_key=) to the key the {writer} uses"
                 )
             return data
         if not signed:
             raise SignatureError(
                 f"refused an unsigned {what}: a secret key is configured, so every {what} "
-                "must be signed with it; enqueue from a client configured with the same "
+                f"must be signed with it; configure the {writer} with the same "
                 "SITQ_SECRET_KEY"
             )
         if len(data) < len(_MAGIC) + _MAC_LEN:
