@@ -164,4 +164,7 @@ def decode_result(
     except SerializationError:
         raise
     except Exception as exc:
-        raise SerializationError(f"a stored result could not be decoded: {exc}") from exc
+        raise SerializationError(
+            f"a stored result could not be decoded ({type(exc).__name__}: {exc}); the record "
+            "is corrupt or was not written by sitq"
+        ) from exc
