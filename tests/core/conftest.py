@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-
 from sitq import TaskQueue, Worker
 
 
@@ -39,7 +38,9 @@ def run_worker(mem_url: str) -> Callable[..., contextlib.AbstractAsyncContextMan
     """``async with run_worker(**options) as worker:`` — a worker on ``mem_url`` in the
     background, with signals left alone and a short shutdown grace."""
 
-    def make(url: str | None = None, **options: Any) -> contextlib.AbstractAsyncContextManager[Worker]:
+    def make(
+        url: str | None = None, **options: Any
+    ) -> contextlib.AbstractAsyncContextManager[Worker]:
         options.setdefault("handle_signals", False)
         options.setdefault("shutdown_grace", 5.0)
         return Worker(url or mem_url, **options)

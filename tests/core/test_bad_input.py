@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
-
 from sitq import (
     ConfigurationError,
     InvalidDatetime,
@@ -119,11 +118,10 @@ async def test_job_naming_an_unknown_serializer(queue: TaskQueue, run_worker: An
 # --------------------------------------------------------------------- signatures
 async def test_wrong_signature_is_refused(mem_url: str, run_worker: Any) -> None:
     async with TaskQueue(mem_url, secret_key="alpha") as producer, \
-            TaskQueue(mem_url, secret_key="beta") as reader:
-        async with run_worker(secret_key="beta"):
-            job_id = await producer.enqueue(tasks.add, 1, 2)
-            result = await failed_result(reader, job_id)
-            await assert_worker_alive(reader)
+            TaskQueue(mem_url, secret_key="beta") as reader, run_worker(secret_key="beta"):
+        job_id = await producer.enqueue(tasks.add, 1, 2)
+        result = await failed_result(reader, job_id)
+        await assert_worker_alive(reader)
     assert result.error is not None and result.error.type == "SignatureError"
     assert "wrong signature" in result.error.message
     assert "SITQ_SECRET_KEY" in result.error.message
@@ -134,11 +132,10 @@ async def test_wrong_signature_is_refused(mem_url: str, run_worker: Any) -> None
 
 async def test_unsigned_payload_is_refused_when_a_key_is_set(mem_url: str, run_worker: Any,
                                                              queue: TaskQueue) -> None:
-    async with TaskQueue(mem_url, secret_key="k1") as keyed:
-        async with run_worker(secret_key="k1"):
-            job_id = await queue.enqueue(tasks.add, 1, 2)  # the unsigned producer
-            result = await failed_result(keyed, job_id)
-            await assert_worker_alive(keyed)
+    async with TaskQueue(mem_url, secret_key="k1") as keyed, run_worker(secret_key="k1"):
+        job_id = await queue.enqueue(tasks.add, 1, 2)  # the unsigned producer
+        result = await failed_result(keyed, job_id)
+        await assert_worker_alive(keyed)
     assert result.error is not None and result.error.type == "SignatureError"
     assert "unsigned" in result.error.message
     assert "SITQ_SECRET_KEY" in result.error.message
@@ -146,11 +143,10 @@ async def test_unsigned_payload_is_refused_when_a_key_is_set(mem_url: str, run_w
 
 async def test_signed_payload_to_a_worker_without_key(mem_url: str, run_worker: Any,
                                                       queue: TaskQueue) -> None:
-    async with TaskQueue(mem_url, secret_key="k1") as keyed:
-        async with run_worker():
-            job_id = await keyed.enqueue(tasks.add, 1, 2)
-            result = await failed_result(queue, job_id)
-            await assert_worker_alive(queue)
+    async with TaskQueue(mem_url, secret_key="k1") as keyed, run_worker():
+        job_id = await keyed.enqueue(tasks.add, 1, 2)
+        result = await failed_result(queue, job_id)
+        await assert_worker_alive(queue)
     assert result.error is not None and result.error.type == "SignatureError"
     assert "signed but no secret key is configured" in result.error.message
     assert "SITQ_SECRET_KEY" in result.error.message
