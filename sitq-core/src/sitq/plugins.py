@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -141,7 +140,7 @@ class Registry:
 
     # ------------------------------------------------------------------ loading
     def _failed(self, name: str, dist: str, version: str, module: str, exc: BaseException) -> None:
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        error = f"{type(exc).__name__}: {exc}"
         log.warning("sitq plugin %r (%s %s) failed to load: %s", name, dist, version, error)
         self.plugins.append(PluginInfo(name, dist, version, module, error=error))
 
@@ -162,34 +161,45 @@ class Registry:
             ("worker", hook.sitq_register_workers),
             ("context propagator", hook.sitq_register_context_propagators),
         ]
+        # Registrations are staged and applied only if every hook of the plugin succeeds,
+        # so a plugin that fails half-way registers nothing.
+        staged: list[tuple[Kind, str, Any]] = []
         try:
             for kind, caller in calls:
                 impls = [i for i in caller.get_hookimpls() if i.plugin is module]
                 for impl in impls:
-                    impl.function(register=self._registrar(kind, name, info))
+                    impl.function(register=self._registrar(kind, name, staged))
         except Exception as exc:
             self.pm.unregister(module)
             self._failed(name, dist, version, info.module, exc)
             return
+        for kind, key, obj in staged:
+            self._commit(kind, key, obj, name)
+            info.registered.setdefault(kind, []).append(key)
         self.plugins.append(info)
 
-    def _registrar(self, kind: Kind, plugin: str, info: PluginInfo) -> Callable[[str, Any], None]:
+    def _registrar(
+        self, kind: Kind, plugin: str, staged: list[tuple[Kind, str, Any]]
+    ) -> Callable[[str, Any], None]:
         def register(name: str, obj: Any) -> None:
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin!r} registered a {kind} with no name")
-            key = name.lower()
-            table = self._tables[kind]
-            existing = table.get(key)
-            if existing is not None and existing.plugin != plugin:
-                self._conflicts.setdefault((kind, key), [existing.plugin]).append(plugin)
-                log.warning(
-                    "%s %r is registered by both %r and %r", kind, key, existing.plugin, plugin
-                )
-            else:
-                table[key] = Registration(key, obj, plugin)
-            info.registered.setdefault(kind, []).append(key)
+            staged.append((kind, name.lower(), obj))
 
         return register
+
+    def _commit(self, kind: Kind, key: str, obj: Any, plugin: str) -> None:
+        table = self._tables[kind]
+        existing = table.get(key)
+        if existing is not None and existing.plugin != plugin:
+            claimants = self._conflicts.setdefault((kind, key), [existing.plugin])
+            if plugin not in claimants:
+                claimants.append(plugin)
+            log.warning(
+                "%s %r is registered by both %r and %r", kind, key, existing.plugin, plugin
+            )
+        else:
+            table[key] = Registration(key, obj, plugin)
 
     # ------------------------------------------------------------------ lookup
     def names(self, kind: Kind) -> list[str]:
