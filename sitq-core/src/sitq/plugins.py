@@ -152,6 +152,8 @@ class Registry:
         except Exception as exc:
             if self.pm.is_registered(module):
                 self.pm.unregister(module)
+            if isinstance(exc, pluggy.PluginValidationError):
+                exc = PluginError(_unknown_hooks_message(name, module, exc))
             self._failed(name, dist, version, info.module, exc)
             return
         hook = self.pm.hook
@@ -260,6 +262,29 @@ class Registry:
 
     def propagator(self, name: str) -> ContextPropagator:
         return self.lookup("context propagator", name)()  # type: ignore[no-any-return]
+
+
+def _unknown_hooks_message(plugin: str, module: Any, exc: Exception) -> str:
+    """Name the hook implementations that match no sitq hook, with a suggestion."""
+    import difflib
+
+    known = [n for n in dir(hookspecs) if n.startswith("sitq_")]
+    unknown = [
+        attr for attr in dir(module)
+        if getattr(getattr(module, attr, None), "sitq_impl", None) is not None
+        and attr not in known
+    ]
+    if not unknown:
+        return f"plugin {plugin!r} is invalid: {exc}"
+    parts = []
+    for attr in unknown:
+        text = f"unknown hook {attr!r}"
+        close = difflib.get_close_matches(attr, known, n=1)
+        if close:
+            text += f"; did you mean {close[0]!r}?"
+        parts.append(text)
+    return (f"plugin {plugin!r} implements " + ", ".join(parts)
+            + f" (sitq's hooks are: {', '.join(known)})")
 
 
 def _version(dist: str) -> str:
