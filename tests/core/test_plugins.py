@@ -252,8 +252,7 @@ def test_unknown_serializer_worker_and_propagator() -> None:
     with pytest.raises(NotInstalled, match="context propagator 'zipkin' is not installed"):
         ContextWrapper("zipkin", registry=registry)
     with pytest.raises(NotInstalled, match="worker 'gevent' is not installed"):
-        Worker("memory://x", registry=registry, settings=None, kind="gevent") \
-            if False else create_worker("gevent", "memory://x", registry=registry)
+        create_worker("gevent", "memory://x", registry=registry)
 
 
 def test_create_worker_by_name() -> None:
