@@ -60,6 +60,8 @@ def _list(key: str, value: Any) -> list[str]:
 
 
 def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):  # int(True) == 1: a TOML `true` is not a count
+        raise ValueError("must be an integer")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -72,6 +74,8 @@ def _positive_int(key: str, value: Any) -> int:
 
 
 def _positive_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
     try:
         number = float(value)
     except (TypeError, ValueError):
