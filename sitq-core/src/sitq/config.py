@@ -117,6 +117,17 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def _suggest(unknown: list[str]) -> str:
+    import difflib
+
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(_COERCE), n=1)
+        if close:
+            hints.append(f"{close[0]!r}")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def find_pyproject(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
@@ -161,14 +172,15 @@ def load_settings(
         unknown = sorted(set(file_values) - set(_COERCE))
         if unknown:
             raise ConfigurationError(
-                f"unknown key(s) in [tool.sitq] of {file_path}: {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(_COERCE))}"
+                f"unknown key(s) in [tool.sitq] of {file_path}: {', '.join(unknown)}"
+                f"{_suggest(unknown)}; valid keys: {', '.join(sorted(_COERCE))}"
             )
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(_COERCE))
     if unknown:
         raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_COERCE))}"
+            f"unknown setting(s) {', '.join(unknown)}{_suggest(unknown)}; "
+            f"valid: {', '.join(sorted(_COERCE))}"
         )
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
