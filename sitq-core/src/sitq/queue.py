@@ -250,7 +250,10 @@ class TaskQueue(BoundQueue):
             context if context is not None else self.settings.context or None, self.registry
         )
         self.max_payload = self.settings.max_payload
-        super().__init__(self, JobOptions(queue=queue).merge())
+        JobOptions(queue=queue).validate()
+        #: Queue of jobs whose options (or task decorator) name none.
+        self.default_queue = queue
+        super().__init__(self, JobOptions())
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> None:
@@ -305,7 +308,7 @@ class TaskQueue(BoundQueue):
         )
         return Job(
             id=new_job_id(),
-            queue=opts.queue or "default",
+            queue=opts.queue or self.default_queue,
             task=name,
             payload=payload,
             serializer=serializer.name,
