@@ -355,12 +355,16 @@ class TaskQueue(BoundQueue):
         """Remove a queued job (it ends ``failed`` with error ``Cancelled``) or ask a running
         one to stop (its worker cancels it at the next heartbeat). ``False`` if the job has
         already finished; :class:`JobNotFound` if the id is unknown."""
-        now = utcnow()
+        job = await self.backend.get_job(job_id)  # for the result's task, queue and times
         result: Result[Any] = Result(
             id=job_id,
             status="failed",
             error=ErrorInfo("Cancelled", "the job was cancelled before it ran", "sitq.errors"),
-            finished_at=now,
+            attempts=job.attempt if job is not None else 0,
+            task=job.task if job is not None else None,
+            queue=job.queue if job is not None else None,
+            enqueued_at=job.created_at if job is not None else None,
+            finished_at=utcnow(),
         )
         outcome = await self.backend.cancel(job_id, encode_result(result, self.serializer,
                                                                   self.signer))
