@@ -229,15 +229,17 @@ class Worker:
         self._stop_event = asyncio.Event()
         self._slot_event = asyncio.Event()
         loop = asyncio.get_running_loop()
-        installed = self._install_signals(loop)
+        # Connect before taking over the signals: if the store is unreachable, start()
+        # raises and leaves the process's signal handling as it found it.
         await self.backend.connect()
+        installed = self._install_signals(loop)
         self._finisher = _Finisher(self.backend)
         self._finisher.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="sitq-heartbeat")
-        log.info("worker %s (%s) consuming %s from %r, concurrency %d",
-                 self.id, self.kind, ",".join(self.queues), self.backend, self.concurrency)
-        self._started.set()
         try:
+            log.info("worker %s (%s) consuming %s from %r, concurrency %d",
+                     self.id, self.kind, ",".join(self.queues), self.backend, self.concurrency)
+            self._started.set()
             await self._fetch_loop()
             await self._drain()
         finally:
