@@ -212,6 +212,7 @@ class Worker:
         self._grace: float | None = None
         self._stop_event: asyncio.Event | None = None
         self._slot_event: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
         self._finisher: _Finisher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._main: asyncio.Task[None] | None = None
@@ -228,6 +229,7 @@ class Worker:
             import_app(self.app)
         self._stop_event = asyncio.Event()
         self._slot_event = asyncio.Event()
+        self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
         # Connect before taking over the signals: if the store is unreachable, start()
         # raises and leaves the process's signal handling as it found it.
@@ -260,6 +262,8 @@ class Worker:
         self._stopping = True
         if grace is not None:
             self._grace = grace if self._grace is None else min(grace, self._grace)
+            if self._hurry is not None:
+                self._hurry.set()
         if self._stop_event is not None:
             self._stop_event.set()
         if self._slot_event is not None:
@@ -292,8 +296,11 @@ class Worker:
 
     def _on_signal(self, sig: int) -> None:
         if self._stopping:
-            log.warning("second %s: stopping now, releasing running jobs", signal.Signals(sig).name)
+            log.warning("second %s: stopping now, releasing running jobs",
+                        signal.Signals(sig).name)
             self._grace = 0.0
+            if self._hurry is not None:
+                self._hurry.set()
         else:
             log.info("%s: finishing running jobs (up to %.0fs), then stopping",
                      signal.Signals(sig).name, self.shutdown_grace)
@@ -362,11 +369,26 @@ class Worker:
     async def _drain(self) -> None:
         if not self._active:
             return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         grace = self.shutdown_grace if self._grace is None else self._grace
-        tasks = [a.task for a in self._active.values() if a.task is not None]
-        if grace > 0:
-            log.info("waiting up to %.1fs for %d running job(s)", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
+        log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._active))
+        while True:
+            running = [a.task for a in self._active.values()
+                       if a.task is not None and not a.task.done()]
+            # A second signal or stop(grace=...) may shorten the grace while we wait.
+            grace = self.shutdown_grace if self._grace is None else self._grace
+            remaining = began + grace - loop.time()
+            if not running or remaining <= 0:
+                break
+            assert self._hurry is not None
+            self._hurry.clear()
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            try:
+                await asyncio.wait([*running, hurry], timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurry.cancel()
         left = [a for a in self._active.values() if a.task is not None and not a.task.done()]
         for entry in left:
             if entry.executing:
