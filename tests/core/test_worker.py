@@ -176,6 +176,20 @@ async def test_retries_then_success(queue: TaskQueue, run_worker: Any, tmp_path:
     assert result is not None and result.unwrap() == 3 and result.attempts == 3
 
 
+async def test_short_backoffs_are_not_stretched_by_polling(queue: TaskQueue, run_worker: Any,
+                                                           tmp_path: Path) -> None:
+    """The worker wakes when a retry is due, not only at its next 1 s poll."""
+    async with run_worker(retry_backoff=0.02, retry_backoff_max=0.05):
+        started = time.monotonic()
+        job_id = await queue.options(retries=3).enqueue(tasks.flaky, str(tmp_path / "r"), 3)
+        result = await queue.get_result(job_id, timeout=10)
+        elapsed = time.monotonic() - started
+    assert result is not None and result.unwrap() == 4
+    assert elapsed < 1.5, f"3 retries of <= 50 ms back-off took {elapsed:.2f}s"
+    store = queue.backend._s  # type: ignore[attr-defined]
+    assert store.job_waiters._items == [], "a stopped worker leaves no waiter behind"
+
+
 def test_backoff_is_exponential_capped_full_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     worker = Worker("memory://backoff", retry_backoff=1.0, retry_backoff_max=5.0,
                     handle_signals=False)
