@@ -33,7 +33,11 @@ class ErrorInfo:
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         kind = type(exc)
-        return cls(kind.__name__, str(exc), kind.__module__)
+        try:
+            message = str(exc)
+        except Exception as err:  # a task's exception whose __str__ itself raises
+            message = f"<str() failed: {type(err).__name__}: {err}>"
+        return cls(kind.__name__, message, kind.__module__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -522,10 +522,10 @@ class Worker:
                 0, min(self.retry_backoff_max, self.retry_backoff * 2 ** (job.failures - 1))
             )
             self.counters.retried += 1
-            log.warning("job %s (%s) raised %s: %s; retry %d/%d in %.2fs", job.id, job.task,
-                        type(exc).__name__, exc, job.failures, job.max_retries, delay)
+            log.warning("job %s (%s) raised %s; retry %d/%d in %.2fs", job.id, job.task,
+                        ErrorInfo.from_exception(exc), job.failures, job.max_retries, delay)
             return Finish(job, "retry", None, delay)
-        log.error("job %s (%s) failed: %s: %s", job.id, job.task, type(exc).__name__, exc)
+        log.error("job %s (%s) failed: %s", job.id, job.task, ErrorInfo.from_exception(exc))
         return self._failed(job, exc, tb, started)
 
     def _failed(self, job: Job, exc: BaseException, tb: str | None, started: Any) -> Finish:
