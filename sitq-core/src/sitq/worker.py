@@ -480,9 +480,11 @@ class Worker:
                 self.counters.released += 1
                 return Finish(job, "release")
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a task calling sys.exit() (argparse, click, scripts) fails
+            # its job; it must not stop the worker and every job it runs.
             entry.executing = False
-            error: Exception = exc
+            error: BaseException = exc
             tb: str | None = traceback.format_exc()
             if timeout_cm is not None and timeout_cm.expired():
                 error = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
