@@ -403,3 +403,43 @@ def test_unknown_serializer_name(mem_url: str) -> None:
         TaskQueue(mem_url, serializer="msgpak")
     assert "serializer 'msgpak' is not installed; did you mean 'msgpack'?" in str(info.value)
     assert "installed serializers: cloudpickle, json, msgpack, pickle" in str(info.value)
+
+
+# --------------------------------------------------------------------- hostile task code
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str() for you")
+
+
+def _raise_unprintable() -> None:
+    raise _UnprintableError()
+
+
+async def _sys_exit_async() -> None:
+    sys.exit(3)
+
+
+def _sys_exit_in_thread() -> None:
+    raise SystemExit(4)
+
+
+async def test_exception_whose_str_fails(queue: TaskQueue, run_worker: Any) -> None:
+    async with run_worker():
+        result = await failed_result(queue, await queue.enqueue(_raise_unprintable))
+        await assert_worker_alive(queue)
+    assert result.error is not None and result.error.type == "_UnprintableError"
+    assert "str() failed" in result.error.message
+    assert result.traceback is not None and "_raise_unprintable" in result.traceback
+
+
+@pytest.mark.parametrize(("func", "code"), [(_sys_exit_async, "3"), (_sys_exit_in_thread, "4")])
+async def test_task_calling_sys_exit_fails_the_job_not_the_worker(
+    queue: TaskQueue, run_worker: Any, func: Any, code: str
+) -> None:
+    async with run_worker() as worker:
+        result = await failed_result(queue, await queue.options(retries=1).enqueue(func))
+        await assert_worker_alive(queue)
+    assert result.error is not None
+    assert (result.error.type, result.error.message) == ("SystemExit", code)
+    assert result.attempts == 2, "SystemExit from a task is an ordinary failure (retried)"
+    assert worker.counters.failed == 1
