@@ -213,6 +213,7 @@ class Worker:
         self._stop_event: asyncio.Event | None = None
         self._slot_event: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
+        self._wait_failing = False
         self._finisher: _Finisher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._main: asyncio.Task[None] | None = None
@@ -358,7 +359,17 @@ class Worker:
         finally:
             for w in waits:
                 w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        error = outcomes[0]
+        if isinstance(error, Exception):
+            # The store's wake-up channel failed: poll instead of spinning on claim().
+            if not self._wait_failing:
+                log.warning("waiting for jobs on %r failed (%s); polling every second "
+                            "until it recovers", self.backend, error)
+            self._wait_failing = True
+            await self._sleep(1.0)
+        else:
+            self._wait_failing = False
 
     def _spawn(self, job: Job) -> None:
         self.counters.claimed += 1
