@@ -78,8 +78,11 @@ class FlakyBackend(MemoryBackend):
     """A MemoryBackend whose first N claims / finishes / heartbeats raise."""
 
     def __init__(self, name: str, *, fail_claims: int = 0, fail_finishes: int = 0,
-                 fail_extends: int = 0, fail_connect: bool = False) -> None:
+                 fail_extends: int = 0, fail_connect: bool = False,
+                 fail_waits: int = 0) -> None:
         super().__init__(name, url=f"flaky://{name}")
+        self.fail_waits = fail_waits
+        self.claims = 0
         self.fail_claims = fail_claims
         self.fail_finishes = fail_finishes
         self.fail_extends = fail_extends
@@ -98,12 +101,17 @@ class FlakyBackend(MemoryBackend):
             raise BackendUnavailable("cannot reach the store at flaky://")
 
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
+        self.claims += 1
         self._maybe_fail("claims")
         return await super()._claim(queues, limit, lease, worker)
 
     async def _finish(self, items: Any) -> list[bool]:
         self._maybe_fail("finishes")
         return await super()._finish(items)
+
+    async def wait_for_jobs(self, queues: Any, timeout: float) -> None:
+        self._maybe_fail("waits")
+        await super().wait_for_jobs(queues, timeout)
 
     async def _extend(self, jobs: Any, lease: float) -> Any:
         self._maybe_fail("extends")
@@ -393,6 +401,17 @@ async def test_worker_survives_failing_finishes_and_heartbeats(mem_url: str) -> 
         results = [await queue.get_result(i, timeout=15) for i in (long, short)]
     assert [r.unwrap() for r in results if r] == [0.6, 3]
     assert backend.failures.count("finishes") == 3
+
+
+async def test_failing_wake_ups_fall_back_to_polling(mem_url: str) -> None:
+    """If the store's wake-up channel fails, the worker polls; it does not spin on claim."""
+    backend = FlakyBackend(mem_url.split("://")[1], fail_waits=1_000_000)
+    queue = TaskQueue(backend)
+    async with Worker(backend, handle_signals=False):
+        await asyncio.sleep(0.5)
+        assert backend.claims < 10, f"{backend.claims} claims in 0.5 s while idle"
+        result = await queue.get_result(await queue.enqueue(tasks.add, 1, 2), timeout=10)
+    assert result is not None and result.unwrap() == 3
 
 
 async def test_unreachable_store_at_start(mem_url: str) -> None:
