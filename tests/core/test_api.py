@@ -452,3 +452,28 @@ async def test_context_propagation(mem_url: str, run_worker: Any) -> None:
             plain = await queue.get_result(await queue.enqueue(read_request_id), timeout=10)
     assert [v.unwrap() for v in values if v] == ["req-42", "req-42", "unset"]
     assert plain is not None and plain.unwrap() == "unset"
+
+
+# --------------------------------------------------------------------- idempotency and waiting
+async def test_idempotency_key(queue: TaskQueue, run_worker: Any) -> None:
+    keyed = queue.options(key="invoice-42")
+    first = await keyed.enqueue(tasks.sleep, 0.3)
+    assert await keyed.enqueue(tasks.sleep, 0.3) == first
+    assert await queue.options(key="invoice-42", queue="other").enqueue(tasks.noop) == first
+    async with run_worker():
+        await wait_for_state(queue, first, "running")
+        assert await keyed.enqueue(tasks.sleep, 0.3) == first, "still running"
+        assert await queue.get_result(first, timeout=10) is not None
+        again = await keyed.enqueue(tasks.add, 1, 2)
+        assert again != first, "a finished job frees its key"
+        assert await queue.cancel(again) in (True, False)
+    third = await keyed.enqueue(tasks.noop)
+    assert third not in (first, again)
+
+
+async def test_many_waiters_on_one_result(queue: TaskQueue, run_worker: Any) -> None:
+    job_id = await queue.enqueue(tasks.sleep, 0.3)
+    async with run_worker():
+        results = await asyncio.gather(*(queue.get_result(job_id, timeout=10)
+                                         for _ in range(50)))
+    assert all(r is not None and r.value == 0.3 for r in results)
