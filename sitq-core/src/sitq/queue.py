@@ -118,8 +118,13 @@ class Batch:
         self._jobs: list[Job] = []
         self.ids: list[str] = []
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        job = self._bound._queue._make_job(func, args, kwargs, self._bound._opts)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        """Add ``func(*args, **kwargs)`` to the batch (``eta=`` as in
+        :meth:`TaskQueue.enqueue`); returns the new job's id."""
+        opts = self._bound._opts if eta is None else self._bound._opts.merge(eta=eta)
+        job = self._bound._queue._make_job(func, args, kwargs, opts)
         self._jobs.append(job)
         return job.id
 
@@ -149,8 +154,11 @@ class _BatchView:
         self._batch = batch
         self._opts = opts
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        job = self._batch._bound._queue._make_job(func, args, kwargs, self._opts)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        opts = self._opts if eta is None else self._opts.merge(eta=eta)
+        job = self._batch._bound._queue._make_job(func, args, kwargs, opts)
         self._batch._jobs.append(job)
         return job.id
 

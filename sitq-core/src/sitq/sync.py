@@ -73,8 +73,10 @@ class SyncBatch:
     def ids(self) -> list[str]:
         return self._batch.ids
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        return self._batch.enqueue(func, *args, **kwargs)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        return self._batch.enqueue(func, *args, eta=eta, **kwargs)
 
     def __enter__(self) -> Self:
         return self
