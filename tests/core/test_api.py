@@ -276,6 +276,19 @@ async def test_batch(queue: TaskQueue, run_worker: Any) -> None:
     assert [v.unwrap() for v in values if v] == [3, 12, {"args": [], "kwargs": {"x": 1}}]
 
 
+async def test_batch_takes_eta_like_enqueue(queue: TaskQueue) -> None:
+    eta = datetime.now(UTC) + timedelta(hours=1)
+    async with queue.batch() as batch:
+        later = batch.enqueue(tasks.echo, 1, eta=eta)
+        other = batch.options(queue="o").enqueue(tasks.echo, 2, eta=eta)
+    for job_id in (later, other):
+        info = await queue.inspect(job_id)
+        assert info.state == "scheduled" and info.eta == eta
+        job = await queue.backend.get_job(job_id)
+        assert job is not None
+        assert PickleSerializer().loads(job.payload)[2] == {}, "eta is not a task argument"
+
+
 async def test_batch_discarded_on_error(queue: TaskQueue) -> None:
     with pytest.raises(RuntimeError):
         async with queue.batch() as batch:
