@@ -25,6 +25,7 @@ from .errors import ConfigurationError, NotInstalled, PluginError
 if TYPE_CHECKING:
     from .backend import Backend
     from .context import ContextPropagator
+    from .hookspecs import BackendFactory
     from .serializers import Serializer
     from .worker import Worker
 
@@ -244,8 +245,17 @@ class Registry:
     def backend(self, url: str, **options: Any) -> Backend:
         """Build the backend for ``url`` through the factory registered for its scheme."""
         scheme = parse_scheme(url)
-        factory = self.lookup("backend", scheme)
-        return factory(url, **options)  # type: ignore[no-any-return]
+        factory: BackendFactory = self.lookup("backend", scheme)
+        try:
+            return factory(url, **options)
+        except ImportError as exc:  # the plugin's driver (or its own backend module) is missing
+            plugin = self._tables["backend"][scheme].plugin
+            dist = next((p.distribution for p in self.plugins if p.name == plugin), "?")
+            raise NotInstalled(
+                f"backend {scheme!r} (plugin {plugin!r} from {dist}) cannot import what it "
+                f"needs: {type(exc).__name__}: {exc}. Reinstall it with its dependencies: "
+                f"pip install --force-reinstall {dist}"
+            ) from exc
 
     def serializer(self, name: str) -> Serializer:
         """The shared instance of serializer ``name``."""
@@ -258,10 +268,12 @@ class Registry:
             return self._serializers[name]
 
     def worker_class(self, name: str) -> type[Worker]:
-        return self.lookup("worker", name)  # type: ignore[no-any-return]
+        cls: type[Worker] = self.lookup("worker", name)
+        return cls
 
     def propagator(self, name: str) -> ContextPropagator:
-        return self.lookup("context propagator", name)()  # type: ignore[no-any-return]
+        factory: Callable[[], ContextPropagator] = self.lookup("context propagator", name)
+        return factory()
 
 
 def _unknown_hooks_message(plugin: str, module: Any, exc: Exception) -> str:
