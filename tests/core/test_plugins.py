@@ -152,6 +152,29 @@ def test_plugin_whose_hook_raises_registers_nothing(fake_dists: FakeDists) -> No
         registry.backend(f"half{uid}://x")
 
 
+def test_backend_whose_driver_is_missing(fake_dists: FakeDists) -> None:
+    """A factory that cannot import its driver gives an install hint, not an ImportError."""
+    uid = _uid()
+    source = f"""
+        import sitq
+
+        def factory(url, **options):
+            import no_such_driver_{uid}
+
+        @sitq.hookimpl
+        def sitq_register_backends(register):
+            register("drv{uid}", factory)
+    """
+    fake_dists.add("sitq-drv", "3.0", {f"drv{uid}": f"drv_mod_{uid}"},
+                   {f"drv_mod_{uid}": source})
+    with pytest.raises(NotInstalled) as info:
+        TaskQueue(f"drv{uid}://x", registry=Registry())
+    message = str(info.value)
+    assert f"backend 'drv{uid}' (plugin 'drv{uid}' from sitq-drv) cannot import" in message
+    assert f"No module named 'no_such_driver_{uid}'" in message
+    assert "pip install --force-reinstall sitq-drv" in message
+
+
 def test_two_plugins_claiming_one_name(fake_dists: FakeDists) -> None:
     uid = _uid()
     scheme = f"dupe{uid}"
