@@ -68,7 +68,8 @@ def resolve_task(name: str) -> Callable[..., Any]:
     obj = getattr(obj, "__sitq_func__", obj)
     if not callable(obj):
         raise TaskNotFound(f"task {name!r} refers to a {type(obj).__name__}, not a callable")
-    return obj  # type: ignore[no-any-return]
+    func: Callable[..., Any] = obj
+    return func
 
 
 def encode_call(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from .errors import TaskFailed
 
@@ -71,7 +71,7 @@ class Result(Generic[T]):
         ``TaskFailed`` carries the worker's traceback (``exc.remote_traceback``).
         """
         if self.status == "success":
-            return self.value  # type: ignore[return-value]
+            return cast(T, self.value)  # None is a valid value of a successful job
         if self.status == "failed":
             raise TaskFailed(self)
         raise TaskFailed(

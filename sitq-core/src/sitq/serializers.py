@@ -70,7 +70,8 @@ class CloudpickleSerializer(PickleSerializer):
         self._dumps = cloudpickle.dumps
 
     def dumps(self, obj: Any) -> bytes:
-        return self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+        data: bytes = self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
 
 
 class JsonSerializer:
@@ -104,7 +105,8 @@ class MsgpackSerializer:
         self._unpackb = msgpack.unpackb
 
     def dumps(self, obj: Any) -> bytes:
-        return self._packb(obj, use_bin_type=True, datetime=True)  # type: ignore[no-any-return]
+        data: bytes = self._packb(obj, use_bin_type=True, datetime=True)
+        return data
 
     def loads(self, data: bytes) -> Any:
         return self._unpackb(data, raw=False, strict_map_key=False, timestamp=3)
