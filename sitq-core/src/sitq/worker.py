@@ -246,6 +246,17 @@ class Worker:
             await self._fetch_loop()
             await self._drain()
         finally:
+            if self._active:
+                # start() itself was cancelled (or failed): release the running jobs now
+                # instead of leaving their tasks behind without heartbeats or a finisher.
+                self._stopping = True
+                self._grace = 0.0
+                try:
+                    async with asyncio.timeout(10):
+                        await self._drain()
+                except TimeoutError:
+                    log.warning("could not release %d job(s) while stopping; their leases "
+                                "will expire", len(self._active))
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self._finisher.close()
