@@ -372,6 +372,18 @@ async def test_stop_with_a_shorter_grace_while_draining(queue: TaskQueue,
     assert await state_of(queue, job_id) == "queued"
 
 
+async def test_cancelling_start_releases_running_jobs(queue: TaskQueue) -> None:
+    """``wait_for(worker.start(), t)`` timing out must not leave job tasks behind."""
+    job_id = await queue.enqueue(tasks.sleep, 30)
+    worker = Worker(queue.backend, handle_signals=False, shutdown_grace=30)
+    before = len(asyncio.all_tasks())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.start(), 0.5)
+    assert len(asyncio.all_tasks()) == before, "orphaned job tasks"
+    assert await state_of(queue, job_id) == "queued"
+    assert worker.counters.released == 1
+
+
 async def test_burst_mode_exits_when_idle(queue: TaskQueue) -> None:
     ids = await queue.enqueue_many(tasks.add, [(i, i) for i in range(5)])
     worker = Worker(queue.backend, burst=True, handle_signals=False)
