@@ -22,6 +22,7 @@ from sitq import (
     TaskQueue,
 )
 from sitq._codec import resolve_task
+from sitq.config import load_settings
 from sitq.serializers import PickleSerializer
 from sitq.testing import tasks
 
@@ -172,7 +173,10 @@ def test_bad_option_values(mem_url: str, options: dict[str, Any], expected: str)
 
 
 # --------------------------------------------------------------------- decorated tasks
-deco_queue = TaskQueue("memory://api-deco")
+# Built at import time, so it must not read the developer's SITQ_* environment.
+deco_queue = TaskQueue("memory://api-deco",
+                       settings=load_settings({"backend": "memory://api-deco"}, env={},
+                                              pyproject=False))
 
 
 @deco_queue.task(retries=2, queue="deco", priority=4)
