@@ -31,6 +31,7 @@ from .backend import Backend, Finish
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import (
+    BackendError,
     Cancelled,
     ConfigurationError,
     SerializationError,
@@ -412,6 +413,12 @@ class Worker:
             finally:
                 hurry.cancel()
         left = [a for a in self._active.values() if a.task is not None and not a.task.done()]
+        if left and self._finisher is not None:
+            # The grace is over: stop retrying writes to a store that keeps failing, or a
+            # dead store would hold the worker forever. Unrecorded jobs keep their lease,
+            # which expires, so they run again: nothing is lost.
+            self._finisher.closing = True
+            self._finisher.event.set()
         for entry in left:
             if entry.executing:
                 entry.cancel_reason = "shutdown"
@@ -456,6 +463,9 @@ class Worker:
                 if not ok:
                     self.counters.lost += 1
                     log.warning("job %s: result not recorded, its lease was taken over", job.id)
+        except BackendError as exc:
+            log.error("job %s: could not record its outcome (%s); its lease will expire and "
+                      "it will run again", job.id, exc)
         except Exception:
             log.exception("job %s: internal error while finishing it", job.id)
         finally:
