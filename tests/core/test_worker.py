@@ -419,6 +419,29 @@ async def test_worker_survives_failing_finishes_and_heartbeats(mem_url: str) -> 
     assert backend.failures.count("finishes") == 3
 
 
+@pytest.mark.timeout(40)
+async def test_stop_does_not_hang_when_results_cannot_be_recorded(mem_url: str) -> None:
+    """A store that refuses every write at shutdown: stop() still returns, and the job
+    (still leased, unrecorded) runs again elsewhere once its lease expires."""
+    backend = FlakyBackend(mem_url.split("://")[1], fail_finishes=1_000_000)
+    queue = TaskQueue(backend)
+    job_id = await queue.enqueue(tasks.add, 1, 2)
+    async with Worker(backend, lease=1.0, handle_signals=False) as worker:
+        await wait_until(lambda: _has_failed_finish(backend))
+        started = time.monotonic()
+        await asyncio.wait_for(worker.stop(grace=0.5), 20)
+        assert time.monotonic() - started < 15
+    assert await state_of(queue, job_id) == "running"
+    backend.fail_finishes = 0  # the store recovers
+    async with Worker(backend, handle_signals=False):
+        result = await queue.get_result(job_id, timeout=10)
+    assert result is not None and result.unwrap() == 3 and result.attempts == 2
+
+
+async def _has_failed_finish(backend: FlakyBackend) -> bool:
+    return "finishes" in backend.failures
+
+
 async def test_failing_wake_ups_fall_back_to_polling(mem_url: str) -> None:
     """If the store's wake-up channel fails, the worker polls; it does not spin on claim."""
     backend = FlakyBackend(mem_url.split("://")[1], fail_waits=1_000_000)
