@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from sitq import (
     ConfigurationError,
     ContextVarsPropagator,

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 import pytest
+
 from sitq import (
     ConfigurationError,
     InvalidDatetime,

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from sitq import ConfigurationError, TaskQueue, Worker
 from sitq.backends.memory import MemoryBackend
 from sitq.config import load_settings

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
 from sitq import Job, Result, SerializationError, SignatureError, SitqError, TaskQueue
 from sitq._codec import decode_result, encode_call, encode_result
 from sitq.backend import Finish

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import sitq
 from sitq import ContextWrapper, NotInstalled, PluginError, TaskQueue, Worker, create_worker
 from sitq.plugins import Registry, get_registry

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from sitq import JobNotFound, NotInstalled, SitqError, SyncTaskQueue, TaskFailed, Worker
 from sitq.testing import tasks
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sitq import BackendUnavailable, TaskQueue, Worker
 from sitq.backends.memory import MemoryBackend
 from sitq.job import Job, utcnow

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from sitq import SyncTaskQueue
 from sitq.plugins import get_registry
 from sitq.testing import tasks
