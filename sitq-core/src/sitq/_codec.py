@@ -51,15 +51,16 @@ def resolve_task(name: str) -> Callable[..., Any]:
         )
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, but also whatever the module raises on import
         raise TaskNotFound(
-            f"cannot import module {module_name!r} for task {name!r}: {exc}. Make sure the "
-            "worker runs with the same code as the producer (same PYTHONPATH, or pass --app)"
+            f"cannot import module {module_name!r} for task {name!r}: "
+            f"{type(exc).__name__}: {exc}. Make sure the worker runs with the same code as "
+            "the producer (same PYTHONPATH, or pass --app) and that the module imports cleanly"
         ) from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
-        except AttributeError:
+        except Exception:
             raise TaskNotFound(
                 f"module {module_name!r} has no attribute {qualname!r} (task {name!r}); "
                 "was the function renamed or is the worker running older code?"
@@ -67,7 +68,8 @@ def resolve_task(name: str) -> Callable[..., Any]:
     obj = getattr(obj, "__sitq_func__", obj)
     if not callable(obj):
         raise TaskNotFound(f"task {name!r} refers to a {type(obj).__name__}, not a callable")
-    return obj  # type: ignore[no-any-return]
+    func: Callable[..., Any] = obj
+    return func
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,4 +189,7 @@ def decode_result(
     except SerializationError:
         raise
     except Exception as exc:
-        raise SerializationError(f"a stored result could not be decoded: {exc}") from exc
+        raise SerializationError(
+            f"a stored result could not be decoded ({type(exc).__name__}: {exc}); the record "
+            "is corrupt or was not written by sitq"
+        ) from exc

@@ -238,7 +238,7 @@ class Backend(abc.ABC):
         """The stored result, waiting up to ``timeout`` s (``None``: no limit) for it."""
         await self.connect()
         data = await self._get_result(job_id)
-        if data is not None or timeout is not None and timeout <= 0:
+        if data is not None or (timeout is not None and timeout <= 0):
             return data
         if self.supports_notifications:
             return await self._wait_result(job_id, timeout)

@@ -60,6 +60,8 @@ def _list(key: str, value: Any) -> list[str]:
 
 
 def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):  # int(True) == 1: a TOML `true` is not a count
+        raise ValueError("must be an integer")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -72,6 +74,8 @@ def _positive_int(key: str, value: Any) -> int:
 
 
 def _positive_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -113,6 +117,17 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def _suggest(unknown: list[str]) -> str:
+    import difflib
+
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(_COERCE), n=1)
+        if close:
+            hints.append(f"{close[0]!r}")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def find_pyproject(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
@@ -138,7 +153,7 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
     env: Mapping[str, str] | None = None,
-    pyproject: Path | None | bool = True,
+    pyproject: Path | bool | None = True,
 ) -> Settings:
     """Resolve every setting. ``overrides`` with value ``None`` are ignored (not given).
 
@@ -157,14 +172,15 @@ def load_settings(
         unknown = sorted(set(file_values) - set(_COERCE))
         if unknown:
             raise ConfigurationError(
-                f"unknown key(s) in [tool.sitq] of {file_path}: {', '.join(unknown)}; "
-                f"valid keys: {', '.join(sorted(_COERCE))}"
+                f"unknown key(s) in [tool.sitq] of {file_path}: {', '.join(unknown)}"
+                f"{_suggest(unknown)}; valid keys: {', '.join(sorted(_COERCE))}"
             )
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(_COERCE))
     if unknown:
         raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(_COERCE))}"
+            f"unknown setting(s) {', '.join(unknown)}{_suggest(unknown)}; "
+            f"valid: {', '.join(sorted(_COERCE))}"
         )
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

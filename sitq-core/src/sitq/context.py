@@ -36,7 +36,8 @@ __all__ = [
 class ContextPropagator(Protocol):
     """Moves one kind of context from the producer to the worker."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def capture(self, carrier: MutableMapping[str, str]) -> None:
         """Write the current context into ``carrier`` (string keys and values)."""

@@ -29,7 +29,7 @@ task's module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .result import Result
@@ -131,7 +131,7 @@ class TaskFailed(SitqError):
     formatted in the worker, and :attr:`result` the whole :class:`~sitq.Result`.
     """
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Result[Any]) -> None:
         self.result = result
         self.error = result.error
         self.remote_traceback = result.traceback or ""

@@ -12,6 +12,7 @@ modules import only ``sitq``; a factory imports its driver when it is called.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -45,7 +46,7 @@ class RegisterBackend(Protocol):
 
 
 class RegisterSerializer(Protocol):
-    def __call__(self, name: str, factory: Any) -> None: ...
+    def __call__(self, name: str, factory: Callable[[], Serializer]) -> None: ...
 
 
 class RegisterWorker(Protocol):
@@ -53,7 +54,7 @@ class RegisterWorker(Protocol):
 
 
 class RegisterContextPropagator(Protocol):
-    def __call__(self, name: str, factory: Any) -> None: ...
+    def __call__(self, name: str, factory: Callable[[], ContextPropagator]) -> None: ...
 
 
 @hookspec

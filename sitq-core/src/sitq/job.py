@@ -63,6 +63,14 @@ def aware_utc(value: datetime, what: str = "datetime") -> datetime:
     return value.astimezone(UTC)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     """Per-call options, set through ``queue.options(...)`` or ``@queue.task(...)``.
@@ -89,8 +97,12 @@ class JobOptions:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
+            import difflib
+
+            hints = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+            hint = f" (did you mean {', '.join(repr(h) for h in hints)}?)" if hints else ""
             raise ConfigurationError(
-                f"unknown job option(s) {', '.join(unknown)}; "
+                f"unknown job option(s) {', '.join(unknown)}{hint}; "
                 f"valid options are: {', '.join(sorted(known))}"
             )
         merged = dataclasses.replace(
@@ -102,24 +114,34 @@ class JobOptions:
     def validate(self) -> None:
         if self.delay is not None and self.eta is not None:
             raise ConfigurationError("give either delay= (seconds) or eta= (datetime), not both")
-        if self.delay is not None and (
-            not isinstance(self.delay, int | float) or self.delay < 0
-        ):
+        if self.delay is not None and (not _is_number(self.delay) or self.delay < 0):
             raise ConfigurationError(f"delay must be a number of seconds >= 0, got {self.delay!r}")
         if self.eta is not None:
             aware_utc(self.eta, "eta")
-        if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
+        if self.retries is not None and (not _is_int(self.retries) or self.retries < 0):
             raise ConfigurationError(f"retries must be an int >= 0, got {self.retries!r}")
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or self.timeout <= 0
-        ):
-            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
-        if self.priority is not None and not isinstance(self.priority, int):
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            raise ConfigurationError(
+                f"timeout must be a number of seconds > 0, got {self.timeout!r}"
+            )
+        if self.priority is not None and not _is_int(self.priority):
             raise ConfigurationError(f"priority must be an int, got {self.priority!r}")
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise ConfigurationError(f"queue must be a non-empty string, got {self.queue!r}")
         if self.key is not None and (not isinstance(self.key, str) or not self.key):
             raise ConfigurationError(f"key must be a non-empty string, got {self.key!r}")
+        if self.serializer is not None and (
+            not isinstance(self.serializer, str) or not self.serializer
+        ):
+            raise ConfigurationError(
+                f"serializer must be a serializer name such as 'json', got {self.serializer!r}"
+            )
+        if self.result_ttl is not None and (
+            not _is_number(self.result_ttl) or self.result_ttl <= 0
+        ):
+            raise ConfigurationError(
+                f"result_ttl must be a number of seconds > 0, got {self.result_ttl!r}"
+            )
 
     def resolve_eta(self, now: datetime | None = None) -> datetime | None:
         if self.eta is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,6 +25,7 @@ from .errors import ConfigurationError, NotInstalled, PluginError
 if TYPE_CHECKING:
     from .backend import Backend
     from .context import ContextPropagator
+    from .hookspecs import BackendFactory
     from .serializers import Serializer
     from .worker import Worker
 
@@ -141,7 +141,7 @@ class Registry:
 
     # ------------------------------------------------------------------ loading
     def _failed(self, name: str, dist: str, version: str, module: str, exc: BaseException) -> None:
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        error = f"{type(exc).__name__}: {exc}"
         log.warning("sitq plugin %r (%s %s) failed to load: %s", name, dist, version, error)
         self.plugins.append(PluginInfo(name, dist, version, module, error=error))
 
@@ -153,6 +153,8 @@ class Registry:
         except Exception as exc:
             if self.pm.is_registered(module):
                 self.pm.unregister(module)
+            if isinstance(exc, pluggy.PluginValidationError):
+                exc = PluginError(_unknown_hooks_message(name, module, exc))
             self._failed(name, dist, version, info.module, exc)
             return
         hook = self.pm.hook
@@ -162,34 +164,45 @@ class Registry:
             ("worker", hook.sitq_register_workers),
             ("context propagator", hook.sitq_register_context_propagators),
         ]
+        # Registrations are staged and applied only if every hook of the plugin succeeds,
+        # so a plugin that fails half-way registers nothing.
+        staged: list[tuple[Kind, str, Any]] = []
         try:
             for kind, caller in calls:
                 impls = [i for i in caller.get_hookimpls() if i.plugin is module]
                 for impl in impls:
-                    impl.function(register=self._registrar(kind, name, info))
+                    impl.function(register=self._registrar(kind, name, staged))
         except Exception as exc:
             self.pm.unregister(module)
             self._failed(name, dist, version, info.module, exc)
             return
+        for kind, key, obj in staged:
+            self._commit(kind, key, obj, name)
+            info.registered.setdefault(kind, []).append(key)
         self.plugins.append(info)
 
-    def _registrar(self, kind: Kind, plugin: str, info: PluginInfo) -> Callable[[str, Any], None]:
+    def _registrar(
+        self, kind: Kind, plugin: str, staged: list[tuple[Kind, str, Any]]
+    ) -> Callable[[str, Any], None]:
         def register(name: str, obj: Any) -> None:
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin!r} registered a {kind} with no name")
-            key = name.lower()
-            table = self._tables[kind]
-            existing = table.get(key)
-            if existing is not None and existing.plugin != plugin:
-                self._conflicts.setdefault((kind, key), [existing.plugin]).append(plugin)
-                log.warning(
-                    "%s %r is registered by both %r and %r", kind, key, existing.plugin, plugin
-                )
-            else:
-                table[key] = Registration(key, obj, plugin)
-            info.registered.setdefault(kind, []).append(key)
+            staged.append((kind, name.lower(), obj))
 
         return register
+
+    def _commit(self, kind: Kind, key: str, obj: Any, plugin: str) -> None:
+        table = self._tables[kind]
+        existing = table.get(key)
+        if existing is not None and existing.plugin != plugin:
+            claimants = self._conflicts.setdefault((kind, key), [existing.plugin])
+            if plugin not in claimants:
+                claimants.append(plugin)
+            log.warning(
+                "%s %r is registered by both %r and %r", kind, key, existing.plugin, plugin
+            )
+        else:
+            table[key] = Registration(key, obj, plugin)
 
     # ------------------------------------------------------------------ lookup
     def names(self, kind: Kind) -> list[str]:
@@ -232,8 +245,17 @@ class Registry:
     def backend(self, url: str, **options: Any) -> Backend:
         """Build the backend for ``url`` through the factory registered for its scheme."""
         scheme = parse_scheme(url)
-        factory = self.lookup("backend", scheme)
-        return factory(url, **options)  # type: ignore[no-any-return]
+        factory: BackendFactory = self.lookup("backend", scheme)
+        try:
+            return factory(url, **options)
+        except ImportError as exc:  # the plugin's driver (or its own backend module) is missing
+            plugin = self._tables["backend"][scheme].plugin
+            dist = next((p.distribution for p in self.plugins if p.name == plugin), "?")
+            raise NotInstalled(
+                f"backend {scheme!r} (plugin {plugin!r} from {dist}) cannot import what it "
+                f"needs: {type(exc).__name__}: {exc}. Reinstall it with its dependencies: "
+                f"pip install --force-reinstall {dist}"
+            ) from exc
 
     def serializer(self, name: str) -> Serializer:
         """The shared instance of serializer ``name``."""
@@ -246,10 +268,35 @@ class Registry:
             return self._serializers[name]
 
     def worker_class(self, name: str) -> type[Worker]:
-        return self.lookup("worker", name)  # type: ignore[no-any-return]
+        cls: type[Worker] = self.lookup("worker", name)
+        return cls
 
     def propagator(self, name: str) -> ContextPropagator:
-        return self.lookup("context propagator", name)()  # type: ignore[no-any-return]
+        factory: Callable[[], ContextPropagator] = self.lookup("context propagator", name)
+        return factory()
+
+
+def _unknown_hooks_message(plugin: str, module: Any, exc: Exception) -> str:
+    """Name the hook implementations that match no sitq hook, with a suggestion."""
+    import difflib
+
+    known = [n for n in dir(hookspecs) if n.startswith("sitq_")]
+    unknown = [
+        attr for attr in dir(module)
+        if getattr(getattr(module, attr, None), "sitq_impl", None) is not None
+        and attr not in known
+    ]
+    if not unknown:
+        return f"plugin {plugin!r} is invalid: {exc}"
+    parts = []
+    for attr in unknown:
+        text = f"unknown hook {attr!r}"
+        close = difflib.get_close_matches(attr, known, n=1)
+        if close:
+            text += f"; did you mean {close[0]!r}?"
+        parts.append(text)
+    return (f"plugin {plugin!r} implements " + ", ".join(parts)
+            + f" (sitq's hooks are: {', '.join(known)})")
 
 
 def _version(dist: str) -> str:

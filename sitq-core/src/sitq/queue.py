@@ -60,6 +60,15 @@ class BoundQueue:
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
         """Enqueue ``func(*args, **kwargs)``; returns the job id."""
+        return await self._enqueue_call(func, args, kwargs, eta)
+
+    async def _enqueue_call(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        eta: datetime | None,
+    ) -> str:
         opts = self._opts if eta is None else self._opts.merge(eta=eta)
         job = self._queue._make_job(func, args, kwargs, opts)
         return await self._queue.backend.enqueue(job)
@@ -146,8 +155,13 @@ class Batch:
         self._jobs: list[Job] = []
         self.ids: list[str] = []
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        job = self._bound._queue._make_job(func, args, kwargs, self._bound._opts)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        """Add ``func(*args, **kwargs)`` to the batch (``eta=`` as in
+        :meth:`TaskQueue.enqueue`); returns the new job's id."""
+        opts = self._bound._opts if eta is None else self._bound._opts.merge(eta=eta)
+        job = self._bound._queue._make_job(func, args, kwargs, opts)
         self._jobs.append(job)
         return job.id
 
@@ -177,8 +191,11 @@ class _BatchView:
         self._batch = batch
         self._opts = opts
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        job = self._batch._bound._queue._make_job(func, args, kwargs, self._opts)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        opts = self._opts if eta is None else self._opts.merge(eta=eta)
+        job = self._batch._bound._queue._make_job(func, args, kwargs, opts)
         self._batch._jobs.append(job)
         return job.id
 
@@ -203,8 +220,12 @@ class Task(Generic[P, R]):
         return _BoundTask(self, self.__sitq_options__.merge(**options))
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        return await BoundQueue(self.queue, self.__sitq_options__).enqueue(
-            self.__sitq_func__, *args, **kwargs
+        """Send ``func(*args, **kwargs)`` to a worker (``eta=`` is taken, as by
+        :meth:`TaskQueue.enqueue`)."""
+        call_kwargs: dict[str, Any] = dict(kwargs)
+        eta = call_kwargs.pop("eta", None)
+        return await BoundQueue(self.queue, self.__sitq_options__)._enqueue_call(
+            self.__sitq_func__, args, call_kwargs, eta
         )
 
     async def enqueue_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
@@ -274,7 +295,10 @@ class TaskQueue(BoundQueue):
             context if context is not None else self.settings.context or None, self.registry
         )
         self.max_payload = self.settings.max_payload
-        super().__init__(self, JobOptions(queue=queue).merge())
+        JobOptions(queue=queue).validate()
+        #: Queue of jobs whose options (or task decorator) name none.
+        self.default_queue = queue
+        super().__init__(self, JobOptions())
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> None:
@@ -333,7 +357,7 @@ class TaskQueue(BoundQueue):
         )
         name, encode = call_encoder(func, serializer, self.signer, self.max_payload)
         headers = self.context.capture() if self.context else None
-        queue, serializer_name = opts.queue or "default", serializer.name
+        queue, serializer_name = opts.queue or self.default_queue, serializer.name
         priority, eta, max_retries = opts.priority or 0, opts.resolve_eta(), opts.retries or 0
         timeout, key, result_ttl = opts.timeout, opts.key, opts.result_ttl
 
@@ -381,12 +405,16 @@ class TaskQueue(BoundQueue):
         """Remove a queued job (it ends ``failed`` with error ``Cancelled``) or ask a running
         one to stop (its worker cancels it at the next heartbeat). ``False`` if the job has
         already finished; :class:`JobNotFound` if the id is unknown."""
-        now = utcnow()
+        job = await self.backend.get_job(job_id)  # for the result's task, queue and times
         result: Result[Any] = Result(
             id=job_id,
             status="failed",
             error=ErrorInfo("Cancelled", "the job was cancelled before it ran", "sitq.errors"),
-            finished_at=now,
+            attempts=job.attempt if job is not None else 0,
+            task=job.task if job is not None else None,
+            queue=job.queue if job is not None else None,
+            enqueued_at=job.created_at if job is not None else None,
+            finished_at=utcnow(),
         )
         outcome = await self.backend.cancel(job_id, encode_result(result, self.serializer,
                                                                   self.signer))

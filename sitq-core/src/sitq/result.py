@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from .errors import TaskFailed
 
@@ -38,7 +38,11 @@ class ErrorInfo:
         if isinstance(relayed, ErrorInfo):
             return relayed
         kind = type(exc)
-        return cls(kind.__name__, str(exc), kind.__module__)
+        try:
+            message = str(exc)
+        except Exception as err:  # a task's exception whose __str__ itself raises
+            message = f"<str() failed: {type(err).__name__}: {err}>"
+        return cls(kind.__name__, message, kind.__module__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,7 @@ class Result(Generic[T]):
         ``TaskFailed`` carries the worker's traceback (``exc.remote_traceback``).
         """
         if self.status == "success":
-            return self.value  # type: ignore[return-value]
+            return cast(T, self.value)  # None is a valid value of a successful job
         if self.status == "failed":
             raise TaskFailed(self)
         raise TaskFailed(
@@ -113,25 +117,54 @@ def result_fields(result: Result[Any]) -> dict[str, Any]:
     }
 
 
+_STATUSES = ("pending", "success", "failed")
+
+
 def result_from_fields(data: dict[str, Any], value: Any) -> Result[Any]:
+    """Rebuild a :class:`Result` from :func:`result_fields`; ``ValueError`` if the stored
+    metadata does not have that shape (so a corrupt record never becomes a Result)."""
     from datetime import UTC
 
     def dt(key: str) -> datetime | None:
         raw = data.get(key)
-        return None if raw is None else datetime.fromtimestamp(raw, UTC)
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValueError(f"field {key!r} is not a timestamp")
+        return datetime.fromtimestamp(raw, UTC)
 
+    def text(key: str, required: bool = False) -> str | None:
+        raw = data.get(key)
+        if raw is None and not required:
+            return None
+        if not isinstance(raw, str):
+            raise ValueError(f"field {key!r} is not a string")
+        return raw
+
+    status = data.get("s")
+    if status not in _STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(_STATUSES)}")
     err = data.get("e")
+    error = None
+    if err is not None:
+        if (not isinstance(err, list | tuple) or not 2 <= len(err) <= 3
+                or not all(isinstance(part, str) for part in err)):
+            raise ValueError("field 'e' is not [type, message, module]")
+        error = ErrorInfo(*err)
+    attempts = data.get("a", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise ValueError("field 'a' is not an integer")
     return Result(
-        id=data["id"],
-        status=data["s"],
+        id=text("id", required=True) or "",
+        status=status,
         value=value,
-        error=None if err is None else ErrorInfo(*err),
-        traceback=data.get("t"),
-        attempts=data.get("a", 0),
-        task=data.get("n"),
-        queue=data.get("q"),
+        error=error,
+        traceback=text("t"),
+        attempts=attempts,
+        task=text("n"),
+        queue=text("q"),
         enqueued_at=dt("eq"),
         started_at=dt("st"),
         finished_at=dt("fi"),
-        worker=data.get("w"),
+        worker=text("w"),
     )

@@ -35,8 +35,11 @@ class Serializer(Protocol):
     sent by value; when it is ``False`` only module-level functions can be enqueued.
     """
 
-    name: str
-    supports_callables: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def supports_callables(self) -> bool: ...
 
     def dumps(self, obj: Any) -> bytes: ...
 
@@ -82,13 +85,14 @@ class CloudpickleSerializer(PickleSerializer):
     def dumps(self, obj: Any) -> bytes:
         if self._by_value is not None and not self._by_value:
             try:
-                data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+                fast = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:
                 pass
             else:
-                if b"__main__" not in data:
-                    return data
-        return self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+                if b"__main__" not in fast:
+                    return fast
+        data: bytes = self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
 
 
 class JsonSerializer:
@@ -122,7 +126,8 @@ class MsgpackSerializer:
         self._unpackb = msgpack.unpackb
 
     def dumps(self, obj: Any) -> bytes:
-        return self._packb(obj, use_bin_type=True, datetime=True)  # type: ignore[no-any-return]
+        data: bytes = self._packb(obj, use_bin_type=True, datetime=True)
+        return data
 
     def loads(self, data: bytes) -> Any:
         return self._unpackb(data, raw=False, strict_map_key=False, timestamp=3)
@@ -172,17 +177,19 @@ class Signer:
             raise SerializationError(f"{what} must be bytes, got {type(data).__name__}")
         data = bytes(data)
         signed = data[: len(_MAGIC)] == _MAGIC
+        # Who wrote the data: a producer writes payloads, a worker writes results.
+        writer = "worker that stored it" if what == "result" else "producer"
         if not self._keys:
             if signed:
                 raise SignatureError(
                     f"the {what} is signed but no secret key is configured here; set "
-                    "SITQ_SECRET_KEY (or secret_key=) to the key the producer uses"
+                    f"SITQ_SECRET_KEY (or secret_key=) to the key the {writer} uses"
                 )
             return data
         if not signed:
             raise SignatureError(
                 f"refused an unsigned {what}: a secret key is configured, so every {what} "
-                "must be signed with it; enqueue from a client configured with the same "
+                f"must be signed with it; configure the {writer} with the same "
                 "SITQ_SECRET_KEY"
             )
         if len(data) < len(_MAGIC) + _MAC_LEN:

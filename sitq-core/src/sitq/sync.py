@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ParamSpec, Self, TypeVar
@@ -18,10 +18,10 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .backend import Backend, QueueStats
 from .errors import SitqError
-from .queue import Batch, BoundQueue, JobInfo, TaskQueue
+from .queue import Batch, BoundQueue, JobInfo, Task, TaskQueue, _BoundTask
 from .result import Result
 
-__all__ = ["SyncBoundQueue", "SyncTaskQueue"]
+__all__ = ["SyncBatch", "SyncBoundQueue", "SyncBoundTask", "SyncTask", "SyncTaskQueue"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,7 +31,7 @@ T = TypeVar("T")
 class _PortalOwner:
     _portal: BlockingPortal | None
 
-    def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         portal = self._portal
         if portal is None:
             raise SitqError("this SyncTaskQueue is closed; create a new one")
@@ -51,12 +51,12 @@ class SyncBoundQueue:
     def enqueue(
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
-        return self._owner._call(self._bound.enqueue, func, *args, eta=eta, **kwargs)  # type: ignore[no-any-return]
+        return self._owner._call(self._bound.enqueue, func, *args, eta=eta, **kwargs)
 
     def enqueue_many(
         self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[str]:
-        return self._owner._call(self._bound.enqueue_many, func, list(calls))  # type: ignore[no-any-return]
+        return self._owner._call(self._bound.enqueue_many, func, list(calls))
 
     def batch(self) -> SyncBatch:
         return SyncBatch(self._owner, self._bound.batch())
@@ -73,8 +73,10 @@ class SyncBatch:
     def ids(self) -> list[str]:
         return self._batch.ids
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        return self._batch.enqueue(func, *args, **kwargs)
+    def enqueue(
+        self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
+    ) -> str:
+        return self._batch.enqueue(func, *args, eta=eta, **kwargs)
 
     def __enter__(self) -> Self:
         return self
@@ -145,25 +147,25 @@ class SyncTaskQueue(_PortalOwner, SyncBoundQueue):
         return wrap(func) if func is not None else wrap
 
     def get_result(self, job_id: str, timeout: float | None = 0.0) -> Result[Any] | None:
-        return self._call(self.queue.get_result, job_id, timeout)  # type: ignore[no-any-return]
+        return self._call(self.queue.get_result, job_id, timeout)
 
     def cancel(self, job_id: str) -> bool:
-        return self._call(self.queue.cancel, job_id)  # type: ignore[no-any-return]
+        return self._call(self.queue.cancel, job_id)
 
     def inspect(self, job_id: str) -> JobInfo:
-        return self._call(self.queue.inspect, job_id)  # type: ignore[no-any-return]
+        return self._call(self.queue.inspect, job_id)
 
     def stats(self, queues: Iterable[str] | None = None) -> dict[str, QueueStats]:
-        return self._call(self.queue.stats, queues)  # type: ignore[no-any-return]
+        return self._call(self.queue.stats, queues)
 
     def purge(self, queues: Iterable[str] | None = None) -> int:
-        return self._call(self.queue.purge, queues)  # type: ignore[no-any-return]
+        return self._call(self.queue.purge, queues)
 
 
 class SyncTask:
     """A ``@sync_queue.task`` function: call it to run here, ``.enqueue`` to send it."""
 
-    def __init__(self, owner: SyncTaskQueue, task: Any) -> None:
+    def __init__(self, owner: SyncTaskQueue, task: Task[Any, Any]) -> None:
         self._owner = owner
         self._task = task
         self.__sitq_func__ = task.__sitq_func__
@@ -174,17 +176,22 @@ class SyncTask:
         return self.__sitq_func__(*args, **kwargs)
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str:
-        return self._owner._call(self._task.enqueue, *args, **kwargs)  # type: ignore[no-any-return]
+        return self._owner._call(self._task.enqueue, *args, **kwargs)
 
-    def options(self, **options: Any) -> Any:
-        bound = self._task.options(**options)
-        owner = self._owner
+    def options(self, **options: Any) -> SyncBoundTask:
+        """A view with options overridden for one call: ``.options(queue="x").enqueue(...)``."""
+        return SyncBoundTask(self._owner, self._task.options(**options))
 
-        class _View:
-            def enqueue(self, *args: Any, **kwargs: Any) -> str:
-                return owner._call(bound.enqueue, *args, **kwargs)  # type: ignore[no-any-return]
 
-        return _View()
+class SyncBoundTask:
+    """Blocking view of ``task.options(...)``."""
+
+    def __init__(self, owner: SyncTaskQueue, bound: _BoundTask) -> None:
+        self._owner = owner
+        self._bound = bound
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        return self._owner._call(self._bound.enqueue, *args, **kwargs)
 
 
 async def _make_queue(backend: str | Backend | None, options: dict[str, Any]) -> TaskQueue:

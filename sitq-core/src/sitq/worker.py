@@ -31,6 +31,7 @@ from .backend import Backend, Finish
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import (
+    BackendError,
     Cancelled,
     ConfigurationError,
     SerializationError,
@@ -87,6 +88,8 @@ class _Finisher:
         self.backend = backend
         self.pending: list[tuple[Finish, asyncio.Future[bool]]] = []
         self.event = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.task: asyncio.Task[None] | None = None
         self.closing = False
 
@@ -96,6 +99,7 @@ class _Finisher:
     async def submit(self, item: Finish) -> bool:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append((item, fut))
+        self.idle.clear()
         self.event.set()
         # No shield needed: the write belongs to the finisher loop; cancelling this
         # waiter only cancels ``fut``, which the loop skips when it sets results.
@@ -127,12 +131,13 @@ class _Finisher:
                 for (_, fut), ok in zip(batch, oks, strict=True):
                     if not fut.done():
                         fut.set_result(ok)
+            self.idle.set()
 
     async def close(self) -> None:
         self.closing = True
         self.event.set()
-        while self.pending:
-            await asyncio.sleep(0.01)
+        if self.task is not None and not self.task.done():
+            await self.idle.wait()
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -213,6 +218,8 @@ class Worker:
         self._grace: float | None = None
         self._stop_event: asyncio.Event | None = None
         self._slot_event: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
+        self._wait_failing = False
         self._finisher: _Finisher | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._main: asyncio.Task[None] | None = None
@@ -229,22 +236,36 @@ class Worker:
             import_app(self.app)
         self._stop_event = asyncio.Event()
         self._slot_event = asyncio.Event()
+        self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
-        installed = self._install_signals(loop)
+        # Connect before taking over the signals: if the store is unreachable, start()
+        # raises and leaves the process's signal handling as it found it.
         await self.backend.connect()
+        installed = self._install_signals(loop)
         self._finisher = _Finisher(self.backend)
         self._finisher.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="sitq-heartbeat")
         side_tasks = [heartbeat]
         if self.scheduler:
             side_tasks.append(asyncio.create_task(self._run_scheduler(), name="sitq-scheduler"))
-        log.info("worker %s (%s) consuming %s from %r, concurrency %d",
-                 self.id, self.kind, ",".join(self.queues), self.backend, self.concurrency)
-        self._started.set()
         try:
+            log.info("worker %s (%s) consuming %s from %r, concurrency %d",
+                     self.id, self.kind, ",".join(self.queues), self.backend, self.concurrency)
+            self._started.set()
             await self._fetch_loop()
             await self._drain()
         finally:
+            if self._active:
+                # start() itself was cancelled (or failed): release the running jobs now
+                # instead of leaving their tasks behind without heartbeats or a finisher.
+                self._stopping = True
+                self._grace = 0.0
+                try:
+                    async with asyncio.timeout(10):
+                        await self._drain()
+                except TimeoutError:
+                    log.warning("could not release %d job(s) while stopping; their leases "
+                                "will expire", len(self._active))
             for task in side_tasks:
                 task.cancel()
             await asyncio.gather(*side_tasks, return_exceptions=True)
@@ -273,6 +294,8 @@ class Worker:
         self._stopping = True
         if grace is not None:
             self._grace = grace if self._grace is None else min(grace, self._grace)
+            if self._hurry is not None:
+                self._hurry.set()
         if self._stop_event is not None:
             self._stop_event.set()
         if self._slot_event is not None:
@@ -294,7 +317,7 @@ class Worker:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -305,8 +328,11 @@ class Worker:
 
     def _on_signal(self, sig: int) -> None:
         if self._stopping:
-            log.warning("second %s: stopping now, releasing running jobs", signal.Signals(sig).name)
+            log.warning("second %s: stopping now, releasing running jobs",
+                        signal.Signals(sig).name)
             self._grace = 0.0
+            if self._hurry is not None:
+                self._hurry.set()
         else:
             log.info("%s: finishing running jobs (up to %.0fs), then stopping",
                      signal.Signals(sig).name, self.shutdown_grace)
@@ -333,7 +359,8 @@ class Worker:
             except Exception as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0) * (0.5 + random.random() / 2)
-                log.warning("claim from %r failed (%s); retrying in %.2fs", self.backend, exc, delay)
+                log.warning("claim from %r failed (%s); retrying in %.2fs",
+                            self.backend, exc, delay)
                 await self._sleep(delay)
                 continue
             if not jobs:
@@ -363,7 +390,17 @@ class Worker:
         finally:
             for w in waits:
                 w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        error = outcomes[0]
+        if isinstance(error, Exception):
+            # The store's wake-up channel failed: poll instead of spinning on claim().
+            if not self._wait_failing:
+                log.warning("waiting for jobs on %r failed (%s); polling every second "
+                            "until it recovers", self.backend, error)
+            self._wait_failing = True
+            await self._sleep(1.0)
+        else:
+            self._wait_failing = False
 
     def _spawn(self, job: Job) -> None:
         self.counters.claimed += 1
@@ -374,12 +411,33 @@ class Worker:
     async def _drain(self) -> None:
         if not self._active:
             return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         grace = self.shutdown_grace if self._grace is None else self._grace
-        tasks = [a.task for a in self._active.values() if a.task is not None]
-        if grace > 0:
-            log.info("waiting up to %.1fs for %d running job(s)", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
+        log.info("waiting up to %.1fs for %d running job(s)", grace, len(self._active))
+        while True:
+            running = [a.task for a in self._active.values()
+                       if a.task is not None and not a.task.done()]
+            # A second signal or stop(grace=...) may shorten the grace while we wait.
+            grace = self.shutdown_grace if self._grace is None else self._grace
+            remaining = began + grace - loop.time()
+            if not running or remaining <= 0:
+                break
+            assert self._hurry is not None
+            self._hurry.clear()
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            try:
+                await asyncio.wait([*running, hurry], timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurry.cancel()
         left = [a for a in self._active.values() if a.task is not None and not a.task.done()]
+        if left and self._finisher is not None:
+            # The grace is over: stop retrying writes to a store that keeps failing, or a
+            # dead store would hold the worker forever. Unrecorded jobs keep their lease,
+            # which expires, so they run again: nothing is lost.
+            self._finisher.closing = True
+            self._finisher.event.set()
         for entry in left:
             if entry.executing:
                 entry.cancel_reason = "shutdown"
@@ -424,6 +482,9 @@ class Worker:
                 if not ok:
                     self.counters.lost += 1
                     log.warning("job %s: result not recorded, its lease was taken over", job.id)
+        except BackendError as exc:
+            log.error("job %s: could not record its outcome (%s); its lease will expire and "
+                      "it will run again", job.id, exc)
         except Exception:
             log.exception("job %s: internal error while finishing it", job.id)
         finally:
@@ -434,17 +495,20 @@ class Worker:
     async def _attempt(self, entry: _Active, started: Any) -> Finish | None:
         job = entry.job
         if job.lease_expiries >= self.max_lease_expiries:
-            err = WorkerLost(
+            lost = WorkerLost(
                 f"the lease of this job expired {job.lease_expiries} times (max_lease_expiries="
                 f"{self.max_lease_expiries}): the workers running it died or hung. Look for "
                 "crashes, OOM kills or blocking code, or raise the lease"
             )
-            return self._failed(job, err, None, started)
+            return self._failed(job, lost, None, started)
         try:
             call = self._prepare(job)
         except SitqError as exc:
             log.error("job %s (%s) cannot run: %s", job.id, job.task, exc)
             return self._failed(job, exc, None, started)
+        except Exception as exc:  # a bug in a serializer plugin: still fail the job now
+            log.exception("job %s (%s) cannot run", job.id, job.task)
+            return self._failed(job, exc, traceback.format_exc(), started)
         entry.executing = True
         timeout_cm = asyncio.timeout(job.timeout) if job.timeout else None
         try:
@@ -467,13 +531,16 @@ class Worker:
                 self.counters.released += 1
                 return Finish(job, "release")
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a task calling sys.exit() (argparse, click, scripts) fails
+            # its job; it must not stop the worker and every job it runs.
             entry.executing = False
-            tb = getattr(exc, "__sitq_traceback__", None) or traceback.format_exc()
+            error: BaseException = exc
+            tb: str | None = getattr(exc, "__sitq_traceback__", None) or traceback.format_exc()
             if timeout_cm is not None and timeout_cm.expired():
-                exc = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
+                error = TaskTimeout(f"the job ran longer than its timeout of {job.timeout}s")
                 tb = None
-            return self._on_error(job, exc, tb, started)
+            return self._on_error(job, error, tb, started)
         entry.executing = False
         try:
             result = self._result(job, "success", value, None, None, started)
@@ -508,10 +575,10 @@ class Worker:
                 0, min(self.retry_backoff_max, self.retry_backoff * 2 ** (job.failures - 1))
             )
             self.counters.retried += 1
-            log.warning("job %s (%s) raised %s: %s; retry %d/%d in %.2fs", job.id, job.task,
-                        type(exc).__name__, exc, job.failures, job.max_retries, delay)
+            log.warning("job %s (%s) raised %s; retry %d/%d in %.2fs", job.id, job.task,
+                        ErrorInfo.from_exception(exc), job.failures, job.max_retries, delay)
             return Finish(job, "retry", None, delay)
-        log.error("job %s (%s) failed: %s: %s", job.id, job.task, type(exc).__name__, exc)
+        log.error("job %s (%s) failed: %s", job.id, job.task, ErrorInfo.from_exception(exc))
         return self._failed(job, exc, tb, started)
 
     def _failed(self, job: Job, exc: BaseException, tb: str | None, started: Any) -> Finish:

@@ -288,9 +288,16 @@ class MemoryBackend(Backend):
     async def wait_for_jobs(self, queues: Iterable[str], timeout: float) -> None:
         with self._s.lock:
             fut = self._s.job_waiters.add()
+            # Wake when the earliest scheduled job (an ETA or a retry back-off) is due,
+            # not only on the next enqueue or after the whole timeout.
+            etas = [heap[0][0] for q in queues if (heap := self._s.scheduled.get(q))]
+            if etas:
+                timeout = max(0.0, min(timeout, min(etas) - self._now()))
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            pass
+        finally:
             with self._s.lock:
                 self._s.job_waiters.discard(fut)
 

@@ -341,7 +341,7 @@ class BackendConformance:
         await backend.enqueue(job)
         stored = await backend.get_job(job.id)
         assert stored is not None and stored.state == "queued"
-        [claimed] = await _claim_all(backend, queue_name)
+        [_claimed] = await _claim_all(backend, queue_name)
         stored = await backend.get_job(job.id)
         assert stored is not None and stored.state == "running" and stored.attempt == 1
 
