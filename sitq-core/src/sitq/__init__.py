@@ -1,11 +1,13 @@
 """sitq: an async-first task queue with pluggable backends, serializers and workers."""
 
 from .backend import Backend, Finish, QueueStats
+from .chain import Chain
 from .context import ContextPropagator, ContextVarsPropagator, ContextWrapper
 from .errors import (
     BackendError,
     BackendUnavailable,
     Cancelled,
+    ChainFailed,
     ConfigurationError,
     InvalidCron,
     InvalidDatetime,
@@ -37,6 +39,8 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Cancelled",
+    "Chain",
+    "ChainFailed",
     "ConfigurationError",
     "ContextPropagator",
     "ContextVarsPropagator",

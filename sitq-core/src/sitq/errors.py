@@ -20,6 +20,7 @@ also derive from the matching builtin, so ``except ValueError`` keeps working::
     ├── TaskFailed                            ``Result.unwrap()`` of a failed job
     ├── TaskTimeout                           stored as the error of a job that ran too long
     ├── WorkerLost                            stored when a job's lease expired too often
+    ├── ChainFailed                           stored for the chain steps after a failed step
     └── Cancelled                             stored as the error of a cancelled job
 
 Error *types* stored in a failed :class:`~sitq.Result` are plain strings
@@ -38,6 +39,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Cancelled",
+    "ChainFailed",
     "ConfigurationError",
     "InvalidCron",
     "InvalidDatetime",
@@ -118,6 +120,10 @@ class TaskTimeout(SitqError, TimeoutError):
 
 class WorkerLost(SitqError):
     """A job's lease expired ``max_lease_expiries`` times: its workers kept dying."""
+
+
+class ChainFailed(SitqError):
+    """An earlier step of the job's chain failed, so this step did not run."""
 
 
 class Cancelled(SitqError):

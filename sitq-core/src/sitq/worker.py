@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from ._codec import decode_call, encode_result
+from ._codec import decode_call, decode_result, encode_result
 from .backend import Backend, Finish
+from .chain import ChainFailed, next_step, unpack_continuation
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import (
@@ -67,6 +68,7 @@ class _Active:
     task: asyncio.Task[None] | None = None
     executing: bool = False
     cancel_reason: str | None = None
+    value: Any = None
 
 
 @dataclass(slots=True)
@@ -476,6 +478,8 @@ class Worker:
         item: Finish | None
         try:
             item = await self._attempt(entry, started)
+            if item is not None and job.chain and item.outcome in ("success", "failed"):
+                await self._continue_chain(entry, item)
             if item is not None:
                 assert self._finisher is not None
                 ok = await self._finisher.submit(item)
@@ -552,13 +556,38 @@ class Worker:
             )
             return self._failed(job, err, None, started)
         self.counters.succeeded += 1
+        if job.chain:
+            entry.value = value
         return Finish(job, "success", result)
 
     def _prepare(self, job: Job) -> JobCall:
         check_accept(job.serializer, self.accept)
         serializer = self._serializer(job.serializer)
         func, args, kwargs = decode_call(job.payload, serializer, self.signer, job.task)
+        if job.chain:
+            _, previous, failed = unpack_continuation(job.chain)
+            if failed is not None:
+                raise ChainFailed(f"step {failed[0]} of this chain failed: {failed[1]}")
+            if previous is not None:
+                value = serializer.loads(self.signer.verify(previous, "chain value"))
+                args = (value, *args)
         return JobCall(job, func, args, kwargs)
+
+    async def _continue_chain(self, entry: _Active, item: Finish) -> None:
+        """Enqueue the chain's next step before this one is recorded as finished (a crash
+        in between runs this step again rather than losing the rest of the chain)."""
+        job = entry.job
+        if item.outcome == "success":
+            serializer = self._serializer(job.serializer)
+            nxt = next_step(job, self.signer.sign(serializer.dumps(entry.value)), None)
+        else:
+            assert item.result is not None
+            assert job.chain is not None
+            _, _, upstream = unpack_continuation(job.chain)
+            error = decode_result(item.result, self.registry.serializer, self.signer).error
+            nxt = next_step(job, None, upstream or (job.id, str(error)))
+        if nxt is not None:
+            await self.backend.enqueue(nxt)
 
     def _serializer(self, name: str) -> Serializer:
         try:

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from ..backend import Backend, Finish
+from ..chain import Chain
 from ..errors import JobNotFound, TaskFailed
 from ..job import Job, new_job_id, utcnow
 from ..plugins import get_registry
@@ -468,6 +469,19 @@ class BackendConformance:
             result = await queue.get_result(job_id, timeout=15)
         assert result is not None and result.status == "failed"
         assert result.error is not None and result.error.type == "TaskTimeout"
+
+    async def test_chain_runs_step_by_step(
+        self, backend: Backend, queue: TaskQueue, queue_name: str
+    ) -> None:
+        ids = await (Chain(queue.options(queue=queue_name)).then(tasks.add, 1, 2)
+                     .then(tasks.multiply, 10).then(tasks.fail).then(tasks.add, 1).ids())
+        async with Worker(backend, queues=[queue_name], handle_signals=False):
+            results = [await queue.get_result(i, timeout=15) for i in ids]
+        assert [r.status if r else None for r in results] == [
+            "success", "success", "failed", "failed"]
+        assert results[1] is not None and results[1].value == 30
+        assert results[3] is not None and results[3].error is not None
+        assert results[3].error.type == "ChainFailed"
 
     async def test_cancel_through_the_queue(
         self, backend: Backend, queue: TaskQueue, queue_name: str

@@ -1,0 +1,110 @@
+"""Chain: run tasks one after another, each receiving the previous one's value.
+
+``await Chain(queue).then(fetch, url).then(parse).then(store).enqueue()`` enqueues the
+first step and returns the id of the last one. The continuation travels with the job: the
+worker that finishes a step enqueues the next (no client polls). A step that fails for
+good fails the chain: each remaining step ends ``failed`` with error ``ChainFailed``
+naming the step that broke it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .errors import ChainFailed, ConfigurationError
+from .job import Job
+
+if TYPE_CHECKING:
+    from .queue import BoundQueue
+
+__all__ = ["Chain", "ChainFailed"]
+
+
+class Chain:
+    """A sequence of tasks; build it with :meth:`then`, send it with :meth:`enqueue`.
+
+    Every step uses the options of the queue (or ``queue.options(...)`` view) the chain
+    was created with. ``enqueue`` is one round trip: only the first step is stored until
+    it has run.
+    """
+
+    def __init__(self, queue: BoundQueue) -> None:
+        self._queue = queue
+        self._steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+
+    def then(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Chain:
+        """Add a step: ``func(previous_value, *args, **kwargs)`` (the first step gets only
+        its own arguments)."""
+        if not callable(func):
+            raise ConfigurationError(f"Chain.then needs a callable, got {func!r}")
+        self._steps.append((func, args, kwargs))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def jobs(self) -> list[Job]:
+        """The step jobs, ids assigned, the first one carrying the rest."""
+        if not self._steps:
+            raise ConfigurationError("an empty Chain has nothing to enqueue; add steps "
+                                     "with .then(func, ...)")
+        owner = self._queue._queue
+        jobs = [owner._make_job(f, a, k, self._queue._opts) for f, a, k in self._steps]
+        for job in jobs[1:]:
+            job.key = None  # an idempotency key names the whole chain: its first step
+        if len(jobs) > 1:
+            jobs[0].chain = pack_continuation([j.to_dict() for j in jobs[1:]])
+        return jobs
+
+    async def enqueue(self) -> str:
+        """Enqueue the first step; returns the id of the last step (its result is the
+        chain's result)."""
+        jobs = self.jobs()
+        await self._queue._queue.backend.enqueue(jobs[0])
+        return jobs[-1].id
+
+    async def ids(self) -> list[str]:
+        """Enqueue like :meth:`enqueue`, returning the id of every step."""
+        jobs = self.jobs()
+        await self._queue._queue.backend.enqueue(jobs[0])
+        return [j.id for j in jobs]
+
+
+def pack_continuation(
+    steps: list[dict[str, Any]], previous: bytes | None = None,
+    failed: tuple[str, str] | None = None,
+) -> bytes:
+    """The opaque ``Job.chain`` blob: the remaining steps, and what the step before left
+    (its signed, serialized value, or the id and error of the step that failed)."""
+    blob: bytes = msgpack.packb({"steps": steps, "prev": previous, "failed": failed},
+                                use_bin_type=True)
+    return blob
+
+
+def unpack_continuation(blob: bytes) -> tuple[list[dict[str, Any]], bytes | None,
+                                             tuple[str, str] | None]:
+    try:
+        data = msgpack.unpackb(blob, raw=False)
+        failed = data.get("failed")
+        return list(data["steps"]), data.get("prev"), None if failed is None else (
+            str(failed[0]), str(failed[1]))
+    except Exception as exc:
+        raise ConfigurationError(f"the job's chain continuation is malformed: {exc}") from exc
+
+
+def next_step(job: Job, previous: bytes | None, failed: tuple[str, str] | None) -> Job | None:
+    """The job for the step after ``job`` (``None`` at the end of the chain)."""
+    if not job.chain:
+        return None
+    steps, _, _ = unpack_continuation(job.chain)
+    if not steps:
+        return None
+    nxt = Job.from_dict(steps[0])
+    nxt.chain = pack_continuation(steps[1:], previous, failed)
+    nxt.headers = dict(job.headers)
+    # Re-enqueueing a step after a crash must not duplicate it while it is live.
+    nxt.key = nxt.key or f"sitq-chain:{nxt.id}"
+    return nxt
