@@ -105,3 +105,18 @@ async def test_thread_kind_timeout_discards_the_result(url: str) -> None:
             result = await queue.get_result(slow, timeout=30)
     assert result is not None and result.error is not None
     assert result.error.type == "TaskTimeout"
+
+
+async def test_thread_kind_a_timed_out_thread_does_not_starve_later_jobs(url: str) -> None:
+    """The thread of a timed-out job runs on (it cannot be killed); later jobs must still
+    get a thread instead of queueing behind it and timing out without ever running."""
+    async with TaskQueue(url) as queue:
+        hung = await queue.options(timeout=0.2).enqueue(tasks.sleep_sync, 2)
+        async with create_worker("thread", url, handle_signals=False, concurrency=1,
+                                 shutdown_grace=1):
+            first = await queue.get_result(hung, timeout=10)
+            after = await queue.options(timeout=1).enqueue(tasks.multiply, 6, 7)
+            result = await queue.get_result(after, timeout=10)
+    assert first is not None and first.error is not None
+    assert first.error.type == "TaskTimeout"
+    assert result is not None and result.value == 42, result
