@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -120,3 +124,30 @@ async def test_thread_kind_a_timed_out_thread_does_not_starve_later_jobs(url: st
     assert first is not None and first.error is not None
     assert first.error.type == "TaskTimeout"
     assert result is not None and result.value == 42, result
+
+
+@pytest.mark.timeout(60)
+async def test_process_kind_children_die_with_a_killed_worker(tmp_path: Path) -> None:
+    """SIGKILL of the worker (OOM killer, kill -9) must not leave its job's process running
+    on: the job runs again elsewhere once its lease expires, so an orphan would run it twice
+    at once (or forever)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with TaskQueue(url) as queue:
+        await queue.enqueue(tasks.marker_then_sleep, str(tmp_path), "job", 20)
+    code = (f"import asyncio\nfrom sitq import create_worker\n"
+            f"asyncio.run(create_worker('process', {url!r}, concurrency=1).start())\n")
+    worker = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (started := list(tmp_path.glob("started-job-*"))):
+            assert time.monotonic() < deadline, "the job never started"
+            await asyncio.sleep(0.1)
+        child = psutil.Process(int(started[0].name.rsplit("-", 1)[1]))
+    finally:
+        worker.kill()
+        worker.wait(10)
+    try:
+        child.wait(5)
+    except psutil.TimeoutExpired:
+        child.kill()
+        pytest.fail("the job's process outlived its SIGKILLed worker")
