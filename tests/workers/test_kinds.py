@@ -151,3 +151,23 @@ async def test_process_kind_children_die_with_a_killed_worker(tmp_path: Path) ->
     except psutil.TimeoutExpired:
         child.kill()
         pytest.fail("the job's process outlived its SIGKILLed worker")
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str() for you")
+
+
+def _raise_unprintable() -> None:
+    raise _UnprintableError()
+
+
+async def test_process_kind_relays_an_exception_whose_str_fails(url: str) -> None:
+    async with TaskQueue(url) as queue:
+        job = await queue.enqueue(_raise_unprintable)
+        async with create_worker("process", url, handle_signals=False, concurrency=1):
+            result = await queue.get_result(job, timeout=30)
+    assert result is not None and result.error is not None
+    assert result.error.type == "_UnprintableError", result.error
+    assert "str() failed" in result.error.message
+    assert "_raise_unprintable" in (result.traceback or "")

@@ -87,8 +87,12 @@ def _child_main(conn: Connection, app: str | None, parent: int | None = None) ->
                                          f"be sent back from the job's process: {exc}",
                                          "sitq.errors", None))
         except BaseException as exc:
-            out = cloudpickle.dumps(("err", type(exc).__name__, str(exc), type(exc).__module__,
-                                     traceback.format_exc()))
+            info = ErrorInfo.from_exception(exc)  # survives an exception whose str() raises
+            try:
+                tb: str | None = traceback.format_exc()
+            except Exception:
+                tb = None
+            out = cloudpickle.dumps(("err", info.type, info.message, info.module, tb))
         conn.send_bytes(out)
 
 
