@@ -167,3 +167,27 @@ async def test_one_failing_schedule_does_not_hold_up_the_others(url: str) -> Non
         with pytest.raises(SerializationError):
             await scheduler.run_pending()
         assert [name for name, _, _ in scheduler.fired] == ["fine"]
+
+
+@pytest.mark.xfail(strict=True, reason="queue.py: cron() drops the declaring TaskQueue's "
+                   "default queue, so its ticks go to the scheduler's 'default' queue")
+async def test_a_schedule_fires_into_the_default_queue_of_the_queue_that_declared_it(
+    url: str,
+) -> None:
+    clock = Clock(datetime(2026, 5, 1, 12, 0, 1, tzinfo=UTC))
+    reports = TaskQueue(url, queue="reports")  # its jobs go to "reports" unless told otherwise
+    schedule = reports.cron("*/5 * * * *", tasks.noop, name="to-reports")
+    async with TaskQueue(url) as scheduler_queue:  # what a worker's scheduler uses
+        [job_id] = await Scheduler(scheduler_queue, [schedule], clock=clock).run_pending()
+        assert (await scheduler_queue.inspect(job_id)).queue == "reports"
+
+
+async def test_a_scheduled_task_keeps_the_queue_of_its_decorator(url: str) -> None:
+    clock = Clock(datetime(2026, 5, 1, 12, 0, 1, tzinfo=UTC))
+    reports = TaskQueue(url, queue="reports")
+    billing_task = reports.task(queue="billing")(tasks.noop)
+    schedule = reports.cron("*/5 * * * *", billing_task, name="billing")
+    schedule.default_queue = "reports"  # as the declaring queue records it
+    async with TaskQueue(url) as scheduler_queue:
+        [job_id] = await Scheduler(scheduler_queue, [schedule], clock=clock).run_pending()
+        assert (await scheduler_queue.inspect(job_id)).queue == "billing"

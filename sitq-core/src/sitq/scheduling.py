@@ -52,6 +52,9 @@ class Schedule:
     tz: str = "UTC"
     misfire_grace: float = 60.0
     options: JobOptions = field(default_factory=JobOptions)
+    #: The default queue of the TaskQueue that declared the schedule: its jobs go there
+    #: unless ``options`` (or the task's decorator) name a queue.
+    default_queue: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
@@ -210,11 +213,15 @@ class Scheduler:
         return await self._enqueue(schedule, tick)
 
     async def _enqueue(self, schedule: Schedule, tick: datetime) -> str:
-        bound = self.queue.options(**{
+        options = {
             k: getattr(schedule.options, k)
             for k in schedule.options.__dataclass_fields__
             if getattr(schedule.options, k) is not None
-        })
+        }
+        task_options = getattr(schedule.func, "__sitq_options__", None)
+        if "queue" not in options and getattr(task_options, "queue", None) is None:
+            options["queue"] = schedule.default_queue
+        bound = self.queue.options(**options)
         job_id = await bound.enqueue(schedule.func, *schedule.args, **schedule.kwargs)
         self._unsent.pop(schedule.name, None)
         self.fired.append((schedule.name, tick, job_id))
