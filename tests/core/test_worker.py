@@ -546,3 +546,19 @@ async def test_a_timed_out_thread_does_not_starve_later_jobs(queue: TaskQueue,
     assert first is not None and first.error is not None
     assert first.error.type == "TaskTimeout"
     assert result is not None and result.value == 42, result
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py: _attempt runs a claimed job whose "
+                   "cancel_requested is already set (its worker died after cancel())")
+async def test_a_cancelled_job_whose_worker_died_does_not_run_again(queue: TaskQueue,
+                                                                     tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    job_id = await queue.enqueue(tasks.record, str(log), "ran")
+    await queue.backend.claim(["default"], lease=0.1, worker="dies")  # ...and it dies
+    assert await queue.cancel(job_id) is True  # "asked to stop": the user expects no run
+    await asyncio.sleep(0.2)  # the dead worker's lease expires
+    await Worker(queue.backend, burst=True, handle_signals=False).start()
+    result = await queue.get_result(job_id, timeout=5)
+    assert not log.exists(), "the cancelled job ran again"
+    assert result is not None and result.error is not None
+    assert result.error.type == "Cancelled"
