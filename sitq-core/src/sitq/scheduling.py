@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,7 +78,7 @@ class Schedule:
         """The first tick strictly after ``moment`` (aware), in UTC."""
         local = aware_utc(moment, "moment").astimezone(self.zone)
         tick: datetime = croniter(self.expression, local).get_next(datetime)
-        return tick.astimezone(ZoneInfo("UTC"))
+        return tick.astimezone(UTC)
 
     def ticks_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Ticks in ``(start, end]``, in UTC."""
