@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,15 @@ def test_sizes(project: Path) -> None:
     for text, size in (("1MiB", 1 << 20), ("64 KiB", 65536), ("2mb", 2_000_000),
                        ("1500", 1500), ("10kb", 10_000)):
         assert load_settings({"max_payload": text}).max_payload == size
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "source"),
+    [({"queues": []}, {}, "argument"), ({}, {"SITQ_QUEUES": " , "}, "env SITQ_QUEUES")],
+)
+def test_an_empty_queue_list_is_refused(overrides: dict[str, Any], env: dict[str, str],
+                                        source: str) -> None:
+    """A worker with no queues would run and never take a job, without a word."""
+    with pytest.raises(ConfigurationError,
+                       match=f"setting 'queues' from {source} must name at least one queue"):
+        load_settings(overrides, env=env, pyproject=False)

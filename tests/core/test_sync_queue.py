@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -166,3 +167,44 @@ def test_an_unclosed_queue_stops_its_thread_when_collected(mem_url: str) -> None
     del queue
     gc.collect()
     assert sitq_threads() - before == set()
+
+
+def test_an_unclosed_queue_stops_its_thread_when_dropped(mem_url: str) -> None:
+    """A queue nobody closed (``SyncTaskQueue(url).enqueue(...)`` in a request handler)
+    must free its event-loop thread when its last reference goes, not whenever the cyclic
+    garbage collector happens to run: until then every such call leaks a thread."""
+    import gc
+
+    before = sitq_threads()
+    gc.disable()
+    try:
+        for _ in range(3):
+            SyncTaskQueue(mem_url).enqueue(tasks.noop)
+        assert sitq_threads() - before == set()
+    finally:
+        gc.enable()
+
+
+def test_close_does_not_wait_for_other_threads_calls(mem_url: str) -> None:
+    """close() while another thread waits for a result ends that wait (it raises a
+    SitqError saying the queue was closed) instead of blocking until the result comes."""
+    queue = SyncTaskQueue(mem_url)
+    job_id = queue.enqueue(tasks.noop)  # no worker: it never finishes
+    outcome: dict[str, BaseException | object] = {}
+
+    def wait() -> None:
+        try:
+            outcome["result"] = queue.get_result(job_id, timeout=None)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(0.2)
+    closer = threading.Thread(target=queue.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive(), "close() hung behind another thread's get_result"
+    waiter.join(5)
+    assert isinstance(outcome.get("error"), SitqError), outcome
+    assert "closed" in str(outcome["error"])

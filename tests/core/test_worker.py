@@ -465,3 +465,100 @@ async def test_unreachable_store_at_start(mem_url: str) -> None:
             pass
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before, \
         "signal handlers must be removed when start fails"
+
+
+# --------------------------------------------------------------------- review findings
+class SlowReplyBackend(MemoryBackend):
+    """A store whose write lands at once but whose reply takes 50 ms, as over a network;
+    it has no wake-up channel, so the worker polls."""
+
+    async def _finish(self, items: Any) -> list[bool]:
+        out = await super()._finish(items)
+        await asyncio.sleep(0.05)
+        return out
+
+    async def wait_for_jobs(self, queues: Any, timeout: float) -> None:
+        await asyncio.sleep(0.01)
+
+
+def fail_once_then_work(path: str, seconds: float) -> str:
+    log = Path(path)
+    runs = len(log.read_text().split()) if log.exists() else 0
+    with log.open("a") as fh:
+        fh.write("run\n")
+    if runs == 0:
+        raise RuntimeError("first run fails")
+    time.sleep(seconds)
+    return "done"
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py: _process pops _active[job.id] even when "
+                   "it now holds the job's next attempt, which then runs without heartbeats")
+async def test_a_quick_retry_keeps_heartbeating_the_next_attempt(mem_url: str,
+                                                                  tmp_path: Path) -> None:
+    """The retry is recorded and re-claimed by this worker before the first attempt's task
+    has left _active; its cleanup must not remove the second attempt's entry (no heartbeat
+    -> lost lease -> the job runs again, twice at once)."""
+    backend = SlowReplyBackend(mem_url.split("://")[1])
+    queue = TaskQueue(backend)
+    log = tmp_path / "runs"
+    job_id = await queue.options(retries=1).enqueue(fail_once_then_work, str(log), 1.0)
+    async with Worker(backend, lease=0.3, retry_backoff=0.0, concurrency=4,
+                      shutdown_grace=3, handle_signals=False) as worker:
+        result = await queue.get_result(job_id, timeout=10)
+        await asyncio.sleep(0.3)
+    assert result is not None and result.unwrap() == "done"
+    assert log.read_text().split() == ["run", "run"], "the job ran more than twice"
+    assert worker.counters.lost == 0
+
+
+async def _awaits_a_cancelled_future() -> None:
+    """What a client library can do: a future it awaits is cancelled under it."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py: a CancelledError raised by the task itself "
+                   "(not by the worker) escapes _process; the job is left running until its "
+                   "lease expires, runs again, and ends WorkerLost without its traceback")
+async def test_a_task_raising_cancelled_error_fails_its_job(queue: TaskQueue,
+                                                            run_worker: Any) -> None:
+    async with run_worker(lease=1.5, shutdown_grace=1) as worker:
+        job_id = await queue.enqueue(_awaits_a_cancelled_future)
+        result = await queue.get_result(job_id, timeout=3)
+        good = await queue.get_result(await queue.enqueue(tasks.add, 1, 1), timeout=5)
+    assert result is not None and result.status == "failed", "the job never finished"
+    assert result.error is not None and result.error.type == "CancelledError"
+    assert result.attempts == 1 and worker.counters.claimed == 2
+    assert good is not None and good.ok
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py: a plain function abandoned at its timeout "
+                   "keeps its pool thread; later jobs queue behind it and time out unrun")
+async def test_a_timed_out_thread_does_not_starve_later_jobs(queue: TaskQueue,
+                                                             run_worker: Any) -> None:
+    async with run_worker(concurrency=1, shutdown_grace=1):
+        hung = await queue.options(timeout=0.2).enqueue(tasks.sleep_sync, 2)
+        first = await queue.get_result(hung, timeout=10)
+        after = await queue.options(timeout=1).enqueue(tasks.multiply, 6, 7)
+        result = await queue.get_result(after, timeout=10)
+    assert first is not None and first.error is not None
+    assert first.error.type == "TaskTimeout"
+    assert result is not None and result.value == 42, result
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py: _attempt runs a claimed job whose "
+                   "cancel_requested is already set (its worker died after cancel())")
+async def test_a_cancelled_job_whose_worker_died_does_not_run_again(queue: TaskQueue,
+                                                                     tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    job_id = await queue.enqueue(tasks.record, str(log), "ran")
+    await queue.backend.claim(["default"], lease=0.1, worker="dies")  # ...and it dies
+    assert await queue.cancel(job_id) is True  # "asked to stop": the user expects no run
+    await asyncio.sleep(0.2)  # the dead worker's lease expires
+    await Worker(queue.backend, burst=True, handle_signals=False).start()
+    result = await queue.get_result(job_id, timeout=5)
+    assert not log.exists(), "the cancelled job ran again"
+    assert result is not None and result.error is not None
+    assert result.error.type == "Cancelled"

@@ -34,6 +34,20 @@ def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert parse_url("SQLITE:////tmp/q.db").path == "/tmp/q.db"
 
 
+@pytest.mark.xfail(strict=True, reason="sitq_sqlite/backend.py: SQLiteBackend('tasks.db') keeps "
+                   "the relative path; _connect checks os.path.isdir('') and refuses it")
+async def test_backend_instance_with_a_relative_path(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN 3: TaskQueue(backend=SQLiteBackend(...)) - a bare file name is the natural
+    first thing to pass, and must mean a file in the current directory, as in the URL."""
+    monkeypatch.chdir(tmp_path)
+    backend = SQLiteBackend("tasks.db")
+    async with backend:
+        await backend.enqueue(make_job("default"))
+    assert (tmp_path / "tasks.db").exists()
+    assert backend.path == str(tmp_path / "tasks.db")
+
+
 def test_query_options() -> None:
     opts = parse_url("sqlite:////tmp/q.db?busy_timeout=250&synchronous=full")
     assert (opts.busy_timeout, opts.synchronous) == (250, "FULL")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -105,3 +109,65 @@ async def test_thread_kind_timeout_discards_the_result(url: str) -> None:
             result = await queue.get_result(slow, timeout=30)
     assert result is not None and result.error is not None
     assert result.error.type == "TaskTimeout"
+
+
+async def test_thread_kind_a_timed_out_thread_does_not_starve_later_jobs(url: str) -> None:
+    """The thread of a timed-out job runs on (it cannot be killed); later jobs must still
+    get a thread instead of queueing behind it and timing out without ever running."""
+    async with TaskQueue(url) as queue:
+        hung = await queue.options(timeout=0.2).enqueue(tasks.sleep_sync, 2)
+        async with create_worker("thread", url, handle_signals=False, concurrency=1,
+                                 shutdown_grace=1):
+            first = await queue.get_result(hung, timeout=10)
+            after = await queue.options(timeout=1).enqueue(tasks.multiply, 6, 7)
+            result = await queue.get_result(after, timeout=10)
+    assert first is not None and first.error is not None
+    assert first.error.type == "TaskTimeout"
+    assert result is not None and result.value == 42, result
+
+
+@pytest.mark.timeout(60)
+async def test_process_kind_children_die_with_a_killed_worker(tmp_path: Path) -> None:
+    """SIGKILL of the worker (OOM killer, kill -9) must not leave its job's process running
+    on: the job runs again elsewhere once its lease expires, so an orphan would run it twice
+    at once (or forever)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with TaskQueue(url) as queue:
+        await queue.enqueue(tasks.marker_then_sleep, str(tmp_path), "job", 20)
+    code = (f"import asyncio\nfrom sitq import create_worker\n"
+            f"asyncio.run(create_worker('process', {url!r}, concurrency=1).start())\n")
+    worker = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (started := list(tmp_path.glob("started-job-*"))):
+            assert time.monotonic() < deadline, "the job never started"
+            await asyncio.sleep(0.1)
+        child = psutil.Process(int(started[0].name.rsplit("-", 1)[1]))
+    finally:
+        worker.kill()
+        worker.wait(10)
+    try:
+        child.wait(5)
+    except psutil.TimeoutExpired:
+        child.kill()
+        pytest.fail("the job's process outlived its SIGKILLed worker")
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str() for you")
+
+
+def _raise_unprintable() -> None:
+    raise _UnprintableError()
+
+
+async def test_process_kind_relays_an_exception_whose_str_fails(url: str) -> None:
+    async with TaskQueue(url) as queue:
+        job = await queue.enqueue(_raise_unprintable)
+        async with create_worker("process", url, handle_signals=False, concurrency=1):
+            result = await queue.get_result(job, timeout=30)
+    assert result is not None and result.error is not None
+    assert result.error.type == "_UnprintableError", result.error
+    assert "str() failed" in result.error.message
+    assert "_raise_unprintable" in (result.traceback or "")

@@ -279,7 +279,8 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
     now = utcnow()
     rows = [
         {"name": s.name, "cron": s.expression, "tz": s.tz, "task": task_name(s.func),
-         "queue": s.options.queue or "default", "next": s.next_after(now).isoformat()}
+         "queue": s.options.queue or s.default_queue or "default",
+         "next": s.next_after(now).isoformat()}
         for s in declared_schedules()
     ]
     if args.json:

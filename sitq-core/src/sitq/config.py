@@ -59,6 +59,13 @@ def _list(key: str, value: Any) -> list[str]:
     return [v for v in items if v]
 
 
+def _queues(key: str, value: Any) -> list[str]:
+    queues = _list(key, value)
+    if not queues:
+        raise ValueError("must name at least one queue (e.g. default)")
+    return queues
+
+
 def _positive_int(key: str, value: Any) -> int:
     if isinstance(value, bool):  # int(True) == 1: a TOML `true` is not a count
         raise ValueError("must be an integer")
@@ -105,7 +112,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "backend": _str,
     "serializer": _str,
     "secret_key": _list,
-    "queues": _list,
+    "queues": _queues,
     "concurrency": _positive_int,
     "kind": _str,
     "lease": _positive_float,

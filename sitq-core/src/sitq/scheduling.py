@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +52,9 @@ class Schedule:
     tz: str = "UTC"
     misfire_grace: float = 60.0
     options: JobOptions = field(default_factory=JobOptions)
+    #: The default queue of the TaskQueue that declared the schedule: its jobs go there
+    #: unless ``options`` (or the task's decorator) name a queue.
+    default_queue: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
@@ -75,7 +78,7 @@ class Schedule:
         """The first tick strictly after ``moment`` (aware), in UTC."""
         local = aware_utc(moment, "moment").astimezone(self.zone)
         tick: datetime = croniter(self.expression, local).get_next(datetime)
-        return tick.astimezone(ZoneInfo("UTC"))
+        return tick.astimezone(UTC)
 
     def ticks_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Ticks in ``(start, end]``, in UTC."""
@@ -121,6 +124,10 @@ class Scheduler:
 
     ``clock`` is injectable so tests need no patching; :meth:`run_pending` does one pass
     and returns the ids of the jobs it enqueued.
+
+    A tick this scheduler claimed but could not enqueue (the store failed in between) is
+    its own to fire, since no other scheduler can claim it: it is retried on later passes
+    while it is within ``misfire_grace``, then dropped with an error in the log.
     """
 
     def __init__(
@@ -136,48 +143,87 @@ class Scheduler:
         self.clock = clock
         self.max_sleep = max_sleep
         self._next: dict[str, datetime] = {}
+        #: schedule name -> the tick it claimed whose job is not enqueued yet
+        self._unsent: dict[str, datetime] = {}
         self.fired: list[tuple[str, datetime, str]] = []
 
     async def run_pending(self) -> list[str]:
+        """One pass over every schedule. A schedule that fails (the store, its arguments)
+        does not hold up the others; the first error is raised after the pass."""
         now = self.clock()
-        enqueued = []
+        enqueued: list[str] = []
+        errors: list[Exception] = []
         for schedule in self.schedules:
-            nxt = self._next.get(schedule.name)
-            if nxt is None:
-                # First pass: a tick missed within the grace window still fires.
-                nxt = schedule.next_after(now - timedelta(seconds=schedule.misfire_grace))
-            due = []
-            while nxt <= now:
-                due.append(nxt)
-                nxt = schedule.next_after(nxt)
-            self._next[schedule.name] = nxt
-            if not due:
-                continue
-            tick = due[-1]
-            late = (now - tick).total_seconds()
-            skipped = due[:-1]
-            if late > schedule.misfire_grace:
-                skipped, tick = due, None  # type: ignore[assignment]
-            if skipped:
-                log.warning("schedule %s: skipped %d missed tick(s) older than misfire_grace "
-                            "(%ss), first %s", schedule.name, len(skipped),
-                            schedule.misfire_grace, skipped[0].isoformat())
-            if tick is None:
-                continue
+            try:
+                enqueued += await self._run_schedule(schedule, now)
+            except Exception as exc:
+                log.warning("schedule %s: could not fire (%s: %s)", schedule.name,
+                            type(exc).__name__, exc)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return enqueued
+
+    async def _run_schedule(self, schedule: Schedule, now: datetime) -> list[str]:
+        enqueued = []
+        unsent = self._unsent.get(schedule.name)
+        if unsent is not None:
+            if (now - unsent).total_seconds() > schedule.misfire_grace:
+                del self._unsent[schedule.name]
+                log.error("schedule %s: tick %s was claimed but its job could not be "
+                          "enqueued within misfire_grace (%ss); it is dropped",
+                          schedule.name, unsent.isoformat(), schedule.misfire_grace)
+            else:
+                enqueued.append(await self._enqueue(schedule, unsent))
+        tick = self._due_tick(schedule, now)
+        if tick is not None:
             job_id = await self._fire(schedule, tick)
             if job_id is not None:
                 enqueued.append(job_id)
         return enqueued
 
+    def _due_tick(self, schedule: Schedule, now: datetime) -> datetime | None:
+        """The newest due tick within the misfire grace, if any; advances the schedule."""
+        nxt = self._next.get(schedule.name)
+        if nxt is None:
+            # First pass: a tick missed within the grace window still fires.
+            nxt = schedule.next_after(now - timedelta(seconds=schedule.misfire_grace))
+        due = []
+        while nxt <= now:
+            due.append(nxt)
+            nxt = schedule.next_after(nxt)
+        self._next[schedule.name] = nxt
+        if not due:
+            return None
+        tick: datetime | None = due[-1]
+        skipped = due[:-1]
+        if (now - due[-1]).total_seconds() > schedule.misfire_grace:
+            skipped, tick = due, None
+        if skipped:
+            log.warning("schedule %s: skipped %d missed tick(s) older than misfire_grace "
+                        "(%ss), first %s", schedule.name, len(skipped),
+                        schedule.misfire_grace, skipped[0].isoformat())
+        return tick
+
     async def _fire(self, schedule: Schedule, tick: datetime) -> str | None:
         if not await self.queue.backend.claim_tick(schedule.name, tick):
             return None
-        bound = self.queue.options(**{
+        # Claimed: this tick is ours alone now, so an enqueue that fails is retried.
+        self._unsent[schedule.name] = tick
+        return await self._enqueue(schedule, tick)
+
+    async def _enqueue(self, schedule: Schedule, tick: datetime) -> str:
+        options = {
             k: getattr(schedule.options, k)
             for k in schedule.options.__dataclass_fields__
             if getattr(schedule.options, k) is not None
-        })
+        }
+        task_options = getattr(schedule.func, "__sitq_options__", None)
+        if "queue" not in options and getattr(task_options, "queue", None) is None:
+            options["queue"] = schedule.default_queue
+        bound = self.queue.options(**options)
         job_id = await bound.enqueue(schedule.func, *schedule.args, **schedule.kwargs)
+        self._unsent.pop(schedule.name, None)
         self.fired.append((schedule.name, tick, job_id))
         log.info("schedule %s: tick %s enqueued as %s", schedule.name, tick.isoformat(), job_id)
         return job_id

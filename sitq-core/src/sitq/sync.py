@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ParamSpec, Self, TypeVar
@@ -28,14 +29,71 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-class _PortalOwner:
-    _portal: BlockingPortal | None
+class _Portal:
+    """The event-loop thread of one :class:`SyncTaskQueue` and the calls waiting on it.
 
-    def _call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        portal = self._portal
-        if portal is None:
+    It holds no reference to the queue, so a queue nobody closed is freed (and its thread
+    stopped, by ``__del__``) as soon as its last reference goes.
+    """
+
+    def __init__(self) -> None:
+        self._cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
+        self.portal: BlockingPortal | None = self._cm.__enter__()
+        self.closing = False
+        self._calls: set[Future[Any]] = set()
+        self._calls_lock = threading.Lock()
+
+    def call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        portal = self.portal
+        if portal is None or self.closing:
             raise SitqError("this SyncTaskQueue is closed; create a new one")
-        return portal.call(functools.partial(func, *args, **kwargs))
+        try:
+            future = portal.start_task_soon(functools.partial(func, *args, **kwargs))
+        except RuntimeError:  # closed by another thread a moment ago
+            raise SitqError("this SyncTaskQueue is closed; create a new one") from None
+        with self._calls_lock:
+            self._calls.add(future)
+        try:
+            return future.result()
+        except CancelledError:
+            if self.closing:
+                raise SitqError(
+                    "this SyncTaskQueue was closed (by another thread) while the call waited"
+                ) from None
+            raise
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt here: do not leave the call running
+            raise
+        finally:
+            with self._calls_lock:
+                self._calls.discard(future)
+
+    def close(self, aclose: Callable[[], Awaitable[None]] | None) -> None:
+        """End the calls other threads are waiting on, run ``aclose``, stop the thread."""
+        portal = self.portal
+        if portal is None:
+            return
+        self.closing = True
+        with self._calls_lock:
+            waiting = list(self._calls)
+        for future in waiting:
+            future.cancel()
+        try:
+            if aclose is not None:
+                portal.call(aclose)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        cm, self._cm, portal, self.portal = self._cm, None, self.portal, None
+        self.closing = True
+        if portal is not None:
+            try:
+                portal.call(portal.stop, True)  # cancel whatever still runs on it
+            except RuntimeError:
+                pass
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
 
 class SyncBoundQueue:
@@ -45,21 +103,24 @@ class SyncBoundQueue:
         self._owner = owner
         self._bound = bound
 
+    def _root(self) -> SyncTaskQueue:
+        return self._owner
+
     def options(self, **options: Any) -> SyncBoundQueue:
-        return SyncBoundQueue(self._owner, self._bound.options(**options))
+        return SyncBoundQueue(self._root(), self._bound.options(**options))
 
     def enqueue(
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
-        return self._owner._call(self._bound.enqueue, func, *args, eta=eta, **kwargs)
+        return self._root()._call(self._bound.enqueue, func, *args, eta=eta, **kwargs)
 
     def enqueue_many(
         self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
     ) -> list[str]:
-        return self._owner._call(self._bound.enqueue_many, func, list(calls))
+        return self._root()._call(self._bound.enqueue_many, func, list(calls))
 
     def batch(self) -> SyncBatch:
-        return SyncBatch(self._owner, self._bound.batch())
+        return SyncBatch(self._root(), self._bound.batch())
 
 
 class SyncBatch:
@@ -86,40 +147,43 @@ class SyncBatch:
             self._owner._call(self._batch.flush)
 
 
-class SyncTaskQueue(_PortalOwner, SyncBoundQueue):
+class SyncTaskQueue(SyncBoundQueue):
     """Blocking producer API: ``with SyncTaskQueue("sqlite:///tasks.db") as queue: ...``.
 
     Takes the same arguments as :class:`TaskQueue`. Call :meth:`close` (or use ``with``)
-    to stop its event-loop thread.
+    to stop its event-loop thread; a queue that is never closed stops it when it is
+    garbage-collected. ``close()`` ends calls other threads are still waiting on (they
+    raise :class:`SitqError`).
     """
 
     def __init__(self, backend: str | Backend | None = None, **options: Any) -> None:
         self._lock = threading.Lock()
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
+        self._portal: _Portal | None = _Portal()
         try:
-            self.queue: TaskQueue = self._portal.call(
-                functools.partial(_make_queue, backend, options)
-            )
+            self.queue: TaskQueue = self._portal.call(_make_queue, backend, options)
         except BaseException:
-            self._shutdown()
+            self._portal.stop()
+            self._portal = None
             raise
-        SyncBoundQueue.__init__(self, self, self.queue)
+        # Not SyncBoundQueue.__init__: a queue is its own root, and a reference to itself
+        # would keep an unclosed queue (and its thread) alive until a gc cycle.
+        self._bound = self.queue
 
-    def _shutdown(self) -> None:
-        cm, self._portal_cm, self._portal = self._portal_cm, None, None
-        if cm is not None:
-            cm.__exit__(None, None, None)
+    def _root(self) -> SyncTaskQueue:
+        return self
+
+    def _call(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        portal = self._portal
+        if portal is None:
+            raise SitqError("this SyncTaskQueue is closed; create a new one")
+        return portal.call(func, *args, **kwargs)
 
     def close(self) -> None:
         """Close the backend connection and stop the internal event-loop thread."""
         with self._lock:
-            if self._portal is None:
-                return
-            try:
-                self._call(self.queue.aclose)
-            finally:
-                self._shutdown()
+            portal, self._portal = self._portal, None
+            if portal is not None:
+                portal.close(self.queue.aclose)
 
     def __enter__(self) -> Self:
         self._call(self.queue.connect)

@@ -2,7 +2,9 @@
 
 A job that overruns its ``timeout`` (or is cancelled) has its process killed and replaced;
 a job that crashes its process (segfault, ``os._exit``, OOM kill) ends ``failed`` with
-:class:`ProcessCrashed` and the worker carries on with a fresh process. Children are
+:class:`ProcessCrashed` and the worker carries on with a fresh process. A child whose
+worker dies (even by SIGKILL) exits within a second instead of running its job on: that
+job runs again elsewhere once its lease expires. Children are
 started with the ``spawn`` method (no fork of a running event loop) on first use, up to
 ``concurrency`` of them, and reused for later jobs.
 
@@ -17,7 +19,10 @@ import asyncio
 import concurrent.futures
 import inspect
 import multiprocessing
+import os
 import signal
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar
@@ -42,8 +47,24 @@ class _Relayed(Exception):
         self.__sitq_traceback__ = tb
 
 
-def _child_main(conn: Connection, app: str | None) -> None:
+#: How often (seconds) a child checks that its worker is still alive.
+PARENT_CHECK_INTERVAL = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the child as soon as the worker that started it is gone (an orphan would run
+    a job that another worker is about to run again)."""
+    while True:
+        time.sleep(PARENT_CHECK_INTERVAL)
+        if os.getppid() != parent:
+            os._exit(70)
+
+
+def _child_main(conn: Connection, app: str | None, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent worker handles Ctrl-C
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                         name="sitq-parent-watch").start()
     if app:
         from sitq.worker import import_app
 
@@ -66,8 +87,12 @@ def _child_main(conn: Connection, app: str | None) -> None:
                                          f"be sent back from the job's process: {exc}",
                                          "sitq.errors", None))
         except BaseException as exc:
-            out = cloudpickle.dumps(("err", type(exc).__name__, str(exc), type(exc).__module__,
-                                     traceback.format_exc()))
+            info = ErrorInfo.from_exception(exc)  # survives an exception whose str() raises
+            try:
+                tb: str | None = traceback.format_exc()
+            except Exception:
+                tb = None
+            out = cloudpickle.dumps(("err", info.type, info.message, info.module, tb))
         conn.send_bytes(out)
 
 
@@ -79,8 +104,8 @@ class _Child:
     def __init__(self, ctx: Any, app: str | None) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.conn: Connection = parent
-        self.process = ctx.Process(target=_child_main, args=(child, app), daemon=True,
-                                   name="sitq-job")
+        self.process = ctx.Process(target=_child_main, args=(child, app, os.getpid()),
+                                   daemon=True, name="sitq-job")
         self.process.start()
         child.close()
 

@@ -3,6 +3,8 @@
 Plain functions run as in the default kind; coroutine functions get a fresh event loop in
 their thread, so async code that blocks cannot stall the worker's own loop. A thread
 cannot be killed: on timeout or cancel the job is failed and its thread's result dropped.
+The abandoned thread keeps running, so later jobs get a fresh pool instead of queueing
+behind it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import functools
 import inspect
 from typing import Any, ClassVar
 
@@ -36,7 +37,16 @@ class ThreadWorker(Worker):
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix="sitq-thread"
             )
+        executor = self._executor
         ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(ctx.run, _run, call.func, call.args, call.kwargs)
-        )
+        future = executor.submit(ctx.run, _run, call.func, call.args, call.kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # Timeout, cancel or shutdown. A thread that has started cannot be stopped: it
+            # keeps its slot of the pool until the function returns. Later jobs get a new
+            # pool so they never wait (and time out) behind it.
+            if not future.cancel() and not future.done() and self._executor is executor:
+                self._executor = None
+                executor.shutdown(wait=False)
+            raise

@@ -43,6 +43,9 @@ class _Waiters:
     def discard(self, fut: asyncio.Future[None]) -> None:
         self._items = [item for item in self._items if item[1] is not fut]
 
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
     def wake(self) -> None:
         items, self._items = self._items, []
         for loop, fut in items:
@@ -69,6 +72,7 @@ class _Store:
         self.seq = itertools.count()
         self.job_waiters = _Waiters()
         self.result_waiters: dict[str, _Waiters] = {}
+        self.next_sweep = 0.0
 
 
 def _ts(value: datetime | None) -> float:
@@ -82,6 +86,9 @@ class MemoryBackend(Backend):
     supports_notifications: ClassVar[bool] = True
     supports_multiprocess: ClassVar[bool] = False
     supports_dead_letters: ClassVar[bool] = True
+    #: At most this often (seconds), finishing a job also drops expired results and dead
+    #: letters, so a long-lived store does not keep them forever.
+    sweep_interval: float = 1.0
 
     def __init__(self, name: str | None = None, **options: Any) -> None:
         super().__init__(**options)
@@ -139,6 +146,23 @@ class MemoryBackend(Backend):
         s.entry.pop(job.id, None)
         if job.key is not None and s.keys.get(job.key) == job.id:
             del s.keys[job.key]
+
+    def _expire(self, job_id: str, now: float) -> bool:
+        """Drop ``job_id``'s result and dead letter if the result has expired; True if so."""
+        entry = self._s.results.get(job_id)
+        if entry is None or entry[1] > now:
+            return False
+        del self._s.results[job_id]
+        self._s.dead.pop(job_id, None)
+        return True
+
+    def _sweep(self, now: float) -> None:
+        s = self._s
+        if now < s.next_sweep:
+            return
+        s.next_sweep = now + self.sweep_interval
+        for job_id in [j for j, (_, expires) in s.results.items() if expires <= now]:
+            self._expire(job_id, now)
 
     def _store_result(self, job: Job, data: bytes) -> None:
         ttl = job.result_ttl or self.result_ttl
@@ -252,19 +276,16 @@ class MemoryBackend(Backend):
                     stored.failures = job.failures
                     s.dead[job.id] = stored
                 self._store_result(stored, item.result)
+            self._sweep(now)
             s.job_waiters.wake()
         return out
 
     async def _get_result(self, job_id: str) -> bytes | None:
         with self._s.lock:
+            if self._expire(job_id, self._now()):
+                return None
             entry = self._s.results.get(job_id)
-            if entry is None:
-                return None
-            if entry[1] <= self._now():
-                del self._s.results[job_id]
-                self._s.dead.pop(job_id, None)
-                return None
-            return entry[0]
+            return None if entry is None else entry[0]
 
     async def _wait_result(self, job_id: str, timeout: float | None) -> bytes | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -276,14 +297,18 @@ class MemoryBackend(Backend):
                 waiters = self._s.result_waiters.setdefault(job_id, _Waiters())
                 fut = waiters.add()
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
             try:
+                if remaining is not None and remaining <= 0:
+                    return None
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
+                return await self._get_result(job_id)
+            finally:
                 with self._s.lock:
                     waiters.discard(fut)
-                return await self._get_result(job_id)
+                    # Forget the id once nobody waits for it (an unknown or slow job).
+                    if not waiters and self._s.result_waiters.get(job_id) is waiters:
+                        del self._s.result_waiters[job_id]
 
     async def wait_for_jobs(self, queues: Iterable[str], timeout: float) -> None:
         with self._s.lock:
@@ -303,6 +328,7 @@ class MemoryBackend(Backend):
 
     async def _get_job(self, job_id: str) -> Job | None:
         with self._s.lock:
+            self._expire(job_id, self._now())
             job = self._s.jobs.get(job_id) or self._s.dead.get(job_id)
             return None if job is None else replace(job, headers=dict(job.headers))
 
@@ -311,6 +337,7 @@ class MemoryBackend(Backend):
         with s.lock:
             job = s.jobs.get(job_id)
             if job is None:
+                self._expire(job_id, self._now())
                 return "finished" if job_id in s.results else "not_found"
             if job.state == "running":
                 job.cancel_requested = True
@@ -331,8 +358,9 @@ class MemoryBackend(Backend):
                     st.scheduled += 1
                 else:
                     st.queued += 1
-            for job in self._s.dead.values():
-                out.setdefault(job.queue, QueueStats()).failed += 1
+            for job in list(self._s.dead.values()):
+                if not self._expire(job.id, now):
+                    out.setdefault(job.queue, QueueStats()).failed += 1
         if queues is not None:
             return {q: out.get(q, QueueStats()) for q in queues}
         return out
@@ -362,8 +390,10 @@ class MemoryBackend(Backend):
             return True
 
     async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
+        now = self._now()
         with self._s.lock:
-            jobs = [j for j in self._s.dead.values() if j.queue == queue]
+            jobs = [j for j in list(self._s.dead.values())
+                    if j.queue == queue and not self._expire(j.id, now)]
         return [replace(j) for j in jobs[:limit]]
 
     async def _requeue(self, job_id: str) -> bool:
