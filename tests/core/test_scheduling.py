@@ -169,8 +169,6 @@ async def test_one_failing_schedule_does_not_hold_up_the_others(url: str) -> Non
         assert [name for name, _, _ in scheduler.fired] == ["fine"]
 
 
-@pytest.mark.xfail(strict=True, reason="queue.py: cron() drops the declaring TaskQueue's "
-                   "default queue, so its ticks go to the scheduler's 'default' queue")
 async def test_a_schedule_fires_into_the_default_queue_of_the_queue_that_declared_it(
     url: str,
 ) -> None:

@@ -492,8 +492,6 @@ def fail_once_then_work(path: str, seconds: float) -> str:
     return "done"
 
 
-@pytest.mark.xfail(strict=True, reason="worker.py: _process pops _active[job.id] even when "
-                   "it now holds the job's next attempt, which then runs without heartbeats")
 async def test_a_quick_retry_keeps_heartbeating_the_next_attempt(mem_url: str,
                                                                   tmp_path: Path) -> None:
     """The retry is recorded and re-claimed by this worker before the first attempt's task
@@ -519,9 +517,6 @@ async def _awaits_a_cancelled_future() -> None:
     await future
 
 
-@pytest.mark.xfail(strict=True, reason="worker.py: a CancelledError raised by the task itself "
-                   "(not by the worker) escapes _process; the job is left running until its "
-                   "lease expires, runs again, and ends WorkerLost without its traceback")
 async def test_a_task_raising_cancelled_error_fails_its_job(queue: TaskQueue,
                                                             run_worker: Any) -> None:
     async with run_worker(lease=1.5, shutdown_grace=1) as worker:
@@ -534,8 +529,6 @@ async def test_a_task_raising_cancelled_error_fails_its_job(queue: TaskQueue,
     assert good is not None and good.ok
 
 
-@pytest.mark.xfail(strict=True, reason="worker.py: a plain function abandoned at its timeout "
-                   "keeps its pool thread; later jobs queue behind it and time out unrun")
 async def test_a_timed_out_thread_does_not_starve_later_jobs(queue: TaskQueue,
                                                              run_worker: Any) -> None:
     async with run_worker(concurrency=1, shutdown_grace=1):
@@ -548,8 +541,6 @@ async def test_a_timed_out_thread_does_not_starve_later_jobs(queue: TaskQueue,
     assert result is not None and result.value == 42, result
 
 
-@pytest.mark.xfail(strict=True, reason="worker.py: _attempt runs a claimed job whose "
-                   "cancel_requested is already set (its worker died after cancel())")
 async def test_a_cancelled_job_whose_worker_died_does_not_run_again(queue: TaskQueue,
                                                                      tmp_path: Path) -> None:
     log = tmp_path / "runs"

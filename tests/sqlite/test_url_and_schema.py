@@ -34,8 +34,6 @@ def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert parse_url("SQLITE:////tmp/q.db").path == "/tmp/q.db"
 
 
-@pytest.mark.xfail(strict=True, reason="sitq_sqlite/backend.py: SQLiteBackend('tasks.db') keeps "
-                   "the relative path; _connect checks os.path.isdir('') and refuses it")
 async def test_backend_instance_with_a_relative_path(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """DESIGN 3: TaskQueue(backend=SQLiteBackend(...)) - a bare file name is the natural

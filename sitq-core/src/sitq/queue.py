@@ -126,7 +126,7 @@ class BoundQueue:
         """
         schedule = Schedule(
             name or task_name(func), expression, func, tuple(args), dict(kwargs), tz,
-            misfire_grace, self._opts,
+            misfire_grace, self._opts, self._queue.default_queue,
         )
         return register_schedule(schedule)
 

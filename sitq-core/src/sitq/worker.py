@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import functools
 import importlib
 import inspect
 import itertools
@@ -215,7 +214,9 @@ class Worker:
         self.retry_backoff_max = retry_backoff_max
         self.handle_signals = handle_signals
         self.counters = _Counters()
-        self._active: dict[str, _Active] = {}
+        # Keyed by (id, attempt): a quick retry of a job can be claimed again by this
+        # worker while the previous attempt is still being recorded.
+        self._active: dict[tuple[str, int], _Active] = {}
         self._stopping = False
         self._grace: float | None = None
         self._stop_event: asyncio.Event | None = None
@@ -407,7 +408,7 @@ class Worker:
     def _spawn(self, job: Job) -> None:
         self.counters.claimed += 1
         entry = _Active(job)
-        self._active[job.id] = entry
+        self._active[(job.id, job.attempt)] = entry
         entry.task = asyncio.create_task(self._process(entry))
 
     async def _drain(self) -> None:
@@ -492,7 +493,7 @@ class Worker:
         except Exception:
             log.exception("job %s: internal error while finishing it", job.id)
         finally:
-            self._active.pop(job.id, None)
+            self._active.pop((job.id, job.attempt), None)
             if self._slot_event is not None:
                 self._slot_event.set()
 
@@ -505,6 +506,10 @@ class Worker:
                 "crashes, OOM kills or blocking code, or raise the lease"
             )
             return self._failed(job, lost, None, started)
+        if job.cancel_requested:
+            # Cancelled while a previous attempt ran, and that worker died: do not run it.
+            return self._failed(job, Cancelled("the job was cancelled while running"), None,
+                                started)
         try:
             call = self._prepare(job)
         except SitqError as exc:
@@ -522,7 +527,7 @@ class Worker:
                         value = await self._execute(call)
                 else:
                     value = await self._execute(call)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             entry.executing = False
             reason = entry.cancel_reason
             if reason == "cancel":
@@ -534,7 +539,12 @@ class Worker:
             if reason == "shutdown":
                 self.counters.released += 1
                 return Finish(job, "release")
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside (the loop is shutting down)
+            # The task raised CancelledError itself (e.g. a future it awaited was
+            # cancelled): an ordinary failure, with its traceback.
+            return self._on_error(job, exc, traceback.format_exc(), started)
         except (Exception, SystemExit) as exc:
             # SystemExit too: a task calling sys.exit() (argparse, click, scripts) fails
             # its job; it must not stop the worker and every job it runs.
@@ -662,14 +672,23 @@ class Worker:
                 pass
         if is_coro:
             return await func(*call.args, **call.kwargs)
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
+        executor = self._executor
+        if executor is None:
+            executor = self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix="sitq-job"
             )
         ctx = contextvars.copy_context()
-        value = await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(ctx.run, func, *call.args, **call.kwargs)
-        )
+        future = executor.submit(ctx.run, func, *call.args, **call.kwargs)
+        try:
+            value = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel() and not future.done():
+                # The thread cannot be stopped: leave it its pool and give later jobs a
+                # fresh one, so an abandoned thread never starves them.
+                if self._executor is executor:
+                    self._executor = None
+                executor.shutdown(wait=False)
+            raise
         if inspect.isawaitable(value):
             value = await value
         return value

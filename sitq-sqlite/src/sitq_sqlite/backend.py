@@ -171,7 +171,7 @@ class SQLiteBackend(Backend):
         _driver()
         opts = path if isinstance(path, SQLiteOptions) else SQLiteOptions(path=str(path))
         super().__init__(result_ttl=result_ttl, url=url or f"sqlite:///{opts.path}")
-        self.path = opts.path
+        self.path = os.path.abspath(opts.path)
         self.busy_timeout = check_busy_timeout(
             opts.busy_timeout if busy_timeout is None else busy_timeout
         )
