@@ -55,14 +55,16 @@ async def _claim_all(backend: Backend, queue: str, lease: float = 30.0) -> list[
     return await backend.claim([queue], limit=1000, lease=lease, worker="t")
 
 
-def _claimer_process(url: str, queue: str, out: Any, stop_after: float) -> None:
-    """Claim loop run in a child process by the multi-process test."""
+def _claimer_process(url: str, queue: str, out: Any, stop_after: float, start: Any) -> None:
+    """Claim loop run in a child process by the multi-process test. It connects, then
+    waits at the ``start`` barrier so that every process claims from the same moment."""
 
     async def run() -> list[str]:
         backend = get_registry().backend(url)
         got: list[str] = []
-        idle_since = time.monotonic()
         async with backend:
+            await asyncio.to_thread(start.wait, 60)
+            idle_since = time.monotonic()
             while time.monotonic() - idle_since < stop_after:
                 jobs = await backend.claim([queue], limit=5, lease=60, worker=str(os.getpid()))
                 if jobs:
@@ -367,7 +369,9 @@ class BackendConformance:
         await backend.enqueue_many(jobs)
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
-        procs = [ctx.Process(target=_claimer_process, args=(backend_url, queue_name, out, 1.5))
+        start = ctx.Barrier(3)
+        procs = [ctx.Process(target=_claimer_process,
+                             args=(backend_url, queue_name, out, 1.5, start))
                  for _ in range(3)]
         for p in procs:
             p.start()
