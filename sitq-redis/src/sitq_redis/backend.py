@@ -28,6 +28,7 @@ trip). Result waits need no lookup: the result arrives on the ``done`` channel.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -55,7 +56,7 @@ log = logging.getLogger("sitq.redis")
 _TICK_TTL_MS = 7 * 24 * 3600 * 1000
 _STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
 _LEASE_STATES: tuple[LeaseState, ...] = ("lost", "ok", "cancel")
-_OUTCOME = {"success": b"s", "failed": b"f", "retry": b"r", "release": b"l"}
+_OUTCOME = {"success": "s", "failed": "f", "retry": "r", "release": "l"}
 _WHERE_MAX = 50_000
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -73,18 +74,28 @@ class _LossSignal(rexc.ConnectionError):
 
 
 class _Errors:
-    """Turns redis-py exceptions into sitq's (``BackendUnavailable`` for connection loss)."""
+    """Bounds one operation by ``command_timeout`` and turns redis-py exceptions into
+    sitq's (``BackendUnavailable`` for a lost or silent connection)."""
 
-    __slots__ = ("backend", "what")
+    __slots__ = ("backend", "timeout", "what")
 
     def __init__(self, backend: RedisBackend, what: str) -> None:
         self.backend = backend
         self.what = what
+        self.timeout: Any = None
 
-    def __enter__(self) -> None:
-        return None
+    async def __aenter__(self) -> None:
+        seconds = self.backend.command_timeout
+        if seconds:
+            self.timeout = asyncio.timeout(seconds)
+            await self.timeout.__aenter__()
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if self.timeout is not None:
+            try:
+                await self.timeout.__aexit__(kind, exc, tb)
+            except TimeoutError as timed_out:
+                exc = timed_out
         if exc is None or not isinstance(exc, rexc.RedisError | OSError):
             return
         where = self.backend.safe_url
@@ -92,8 +103,9 @@ class _Errors:
             raise DataLost(str(exc)) from exc
         if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
             raise BackendUnavailable(
-                f"Redis at {where} is unreachable during {self.what}: {exc}. Check that the "
-                "server is running and that the URL (host, port, password, TLS) is right"
+                f"Redis at {where} is unreachable during {self.what}: "
+                f"{exc or type(exc).__name__}. Check that the server is running and that "
+                "the URL (host, port, password, TLS) is right"
             ) from exc
         raise BackendError(f"Redis at {where} failed during {self.what}: {exc}") from exc
 
@@ -104,6 +116,10 @@ def _ms(value: datetime) -> int:
 
 def _dt(ms: Any) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+# Redis's cmsgpack predates the bin type: bytes go as raw strings (Lua sees strings).
+_packb = functools.partial(msgpack.packb, use_bin_type=False)
 
 
 def _pack(job: Job) -> bytes:
@@ -148,10 +164,13 @@ def _job_from_hash(h: dict[bytes, bytes]) -> Job:
 class _Keys:
     """The key names of one queue."""
 
-    __slots__ = ("dead", "jobs", "keys", "ready", "res", "results", "run", "sched")
+    __slots__ = ("dead", "jobs", "keys", "new", "ready", "res", "results", "run", "sched",
+                 "tag")
 
     def __init__(self, prefix: str, queue: str) -> None:
         tag = f"{{{prefix}:{queue}}}"
+        self.tag = f"{tag}:"
+        self.new = f"{prefix}:new:{queue}"
         self.ready = f"{tag}:ready"
         self.sched = f"{tag}:sched"
         self.run = f"{tag}:run"
@@ -187,6 +206,7 @@ class RedisBackend(Backend):
         *,
         prefix: str = "sitq",
         cluster: bool | str = "auto",
+        command_timeout: float | None = 30.0,
         result_ttl: float | None = None,
         client: Any = None,
         **client_options: Any,
@@ -197,6 +217,7 @@ class RedisBackend(Backend):
                                      f"got {prefix!r}")
         self.prefix = prefix
         self.cluster: bool | str = cluster
+        self.command_timeout = command_timeout
         self._redis_url, self.safe_url = _redis_url(url)
         self._client_options = client_options
         self._client: Any = client
@@ -225,10 +246,17 @@ class RedisBackend(Backend):
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        ours = {"prefix", "cluster"}
+        ours = {"prefix", "cluster", "command_timeout"}
         for name, value in query:
             if name == "prefix":
                 options.setdefault("prefix", value)
+            elif name == "command_timeout":
+                try:
+                    options.setdefault("command_timeout", float(value) or None)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"command_timeout= in {url!r} must be seconds, got {value!r}"
+                    ) from None
             elif name == "cluster":
                 low = value.lower()
                 if low not in (*_TRUE, *_FALSE, "auto"):
@@ -244,7 +272,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ connection
     def _options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 30.0}
+        opts: dict[str, Any] = {"socket_connect_timeout": 5.0}
         query = dict(parse_qsl(urlsplit(self._redis_url).query))
         for name in list(opts):
             if name in query:
@@ -253,7 +281,7 @@ class RedisBackend(Backend):
         return opts
 
     async def _connect(self) -> None:
-        with _Errors(self, "connect"):
+        async with _Errors(self, "connect"):
             if self._client is None:
                 self._client = await self._make_client()
             await self._check_marker(None)
@@ -404,20 +432,20 @@ class RedisBackend(Backend):
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            args: list[Any] = [k.jobs, f"{self.prefix}:new:{queue}"]
+            entries = []
             for i in indexes:
                 job = jobs[i]
                 eta = job.eta
                 order = _ms(eta) if eta is not None else _ms(job.created_at)
-                args += (
+                entries.append((
                     job.id, _pack(job), job.priority, order,
-                    "" if eta is None else order,
+                    0 if eta is None else order,
                     "" if job.key is None else job.key,
-                    "" if job.result_ttl is None else int(job.result_ttl * 1000),
-                )
-            calls.append(("ENQUEUE", (k.ready, k.sched, k.keys), args))
+                    0 if job.result_ttl is None else int(job.result_ttl * 1000),
+                ))
+            calls.append(("ENQUEUE", (k.ready,), (k.tag, k.new, _packb(entries))))
         new = [q for q in by_queue if q not in self._registered]
-        with _Errors(self, "enqueue"):
+        async with _Errors(self, "enqueue"):
             if new:
                 await self._client.sadd(self._queues_key, *new)
                 self._registered.update(new)
@@ -437,12 +465,11 @@ class RedisBackend(Backend):
         lease_ms = int(lease * 1000)
         out: list[Job] = []
         next_due: float | None = None
-        with _Errors(self, "claim"):
+        async with _Errors(self, "claim"):
             for queue in queues:
                 k = self._k(queue)
                 reply = await self._run(
-                    "CLAIM", (k.ready, k.sched, k.run), (k.jobs, limit - len(out), lease_ms,
-                                                         worker)
+                    "CLAIM", (k.ready,), (k.tag, limit - len(out), lease_ms, worker)
                 )
                 now = int(reply[0])
                 if int(reply[1]) >= 0:
@@ -473,11 +500,9 @@ class RedisBackend(Backend):
         calls = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            args: list[Any] = [k.jobs, int(lease * 1000)]
-            for i in indexes:
-                args += (jobs[i].id, jobs[i].attempt)
-            calls.append(("EXTEND", (k.run,), args))
-        with _Errors(self, "heartbeat"):
+            entries = [(jobs[i].id, jobs[i].attempt) for i in indexes]
+            calls.append(("EXTEND", (k.ready,), (k.tag, int(lease * 1000), _packb(entries))))
+        async with _Errors(self, "heartbeat"):
             replies = await self._gather(calls)
         out: list[LeaseState] = ["lost"] * len(jobs)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
@@ -493,7 +518,7 @@ class RedisBackend(Backend):
         default_ttl = int(self.result_ttl * 1000)
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            args: list[Any] = [k.jobs, k.results, self._done, f"{self.prefix}:new:{queue}"]
+            entries = []
             for i in indexes:
                 item = items[i]
                 job = item.job
@@ -504,10 +529,10 @@ class RedisBackend(Backend):
                 else:
                     data = b""
                 ttl = int(job.result_ttl * 1000) if job.result_ttl else default_ttl
-                args += (job.id, job.attempt, _OUTCOME[item.outcome], data, job.failures,
-                         max(ttl, 1))
-            calls.append(("FINISH", (k.ready, k.sched, k.run, k.keys, k.dead, k.res), args))
-        with _Errors(self, "finish"):
+                entries.append((job.id, job.attempt, _OUTCOME[item.outcome], data,
+                                job.failures, max(ttl, 1)))
+            calls.append(("FINISH", (k.ready,), (k.tag, self._done, k.new, _packb(entries))))
+        async with _Errors(self, "finish"):
             replies = await self._gather(calls)
         out = [False] * len(items)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
@@ -543,7 +568,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ results
     async def _get_result(self, job_id: str) -> bytes | None:
-        with _Errors(self, "get_result"):
+        async with _Errors(self, "get_result"):
             queue = self._where.get(job_id)
             if queue is not None:
                 data: bytes | None = await self._client.get(self._k(queue).results + job_id)
@@ -590,7 +615,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ management
     async def _get_job(self, job_id: str) -> Job | None:
-        with _Errors(self, "get_job"):
+        async with _Errors(self, "get_job"):
             for queue in await self._locate(job_id):
                 h = await self._client.hgetall(self._k(queue).jobs + job_id)
                 if h:
@@ -600,12 +625,12 @@ class RedisBackend(Backend):
 
     async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
         outcome: CancelOutcome = "not_found"
-        with _Errors(self, "cancel"):
+        async with _Errors(self, "cancel"):
             for queue in await self._locate(job_id):
                 k = self._k(queue)
                 reply = await self._run(
-                    "CANCEL", (k.ready, k.sched, k.keys, k.res),
-                    (k.jobs, k.results, self._done, job_id, result, int(self.result_ttl * 1000)),
+                    "CANCEL", (k.ready,),
+                    (k.tag, self._done, job_id, result, int(self.result_ttl * 1000)),
                 )
                 outcome = reply.decode()  # type: ignore[assignment]
                 if outcome != "not_found":
@@ -618,26 +643,23 @@ class RedisBackend(Backend):
         return sorted(m.decode() for m in await self._client.smembers(self._queues_key))
 
     async def _stats(self, queues: list[str] | None) -> dict[str, QueueStats]:
-        with _Errors(self, "stats"):
+        async with _Errors(self, "stats"):
             names = await self._queue_names(queues)
             calls = []
             for queue in names:
                 k = self._k(queue)
-                calls.append(("STATS", (k.ready, k.sched, k.run, k.dead), ()))
+                calls.append(("STATS", (k.ready,), (k.tag,)))
             replies = await self._gather(calls) if calls else []
         return {q: QueueStats(*(int(x) for x in r)) for q, r in zip(names, replies, strict=True)}
 
     async def _purge(self, queues: list[str] | None) -> int:
         total = 0
-        with _Errors(self, "purge"):
+        async with _Errors(self, "purge"):
             names = await self._queue_names(queues)
             for queue in names:
                 k = self._k(queue)
                 while True:
-                    n, done = await self._run(
-                        "PURGE", (k.ready, k.sched, k.run, k.dead, k.res, k.keys),
-                        (k.jobs, k.results, 500),
-                    )
+                    n, done = await self._run("PURGE", (k.ready,), (k.tag, 500))
                     total += int(n)
                     if int(done):
                         break
@@ -663,13 +685,13 @@ class RedisBackend(Backend):
 
     async def _claim_tick(self, name: str, tick: datetime) -> bool:
         key = f"{{{self.prefix}:tick:{name}}}:{_ms(tick)}"
-        with _Errors(self, "claim_tick"):
+        async with _Errors(self, "claim_tick"):
             return bool(await self._client.set(key, b"1", nx=True, px=_TICK_TTL_MS))
 
     async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
         k = self._k(queue)
-        with _Errors(self, "dead_letters"):
-            reply = await self._run("DEAD", (k.dead,), (k.jobs, limit))
+        async with _Errors(self, "dead_letters"):
+            reply = await self._run("DEAD", (k.ready,), (k.tag, limit))
         jobs = []
         for i in range(0, len(reply), 2):
             flat = reply[i + 1]
@@ -677,13 +699,10 @@ class RedisBackend(Backend):
         return jobs
 
     async def _requeue(self, job_id: str) -> bool:
-        with _Errors(self, "requeue"):
+        async with _Errors(self, "requeue"):
             for queue in await self._locate(job_id):
                 k = self._k(queue)
-                ok = await self._run(
-                    "REQUEUE", (k.ready, k.dead, k.keys, k.res),
-                    (k.jobs, k.results, job_id, f"{self.prefix}:new:{queue}"),
-                )
+                ok = await self._run("REQUEUE", (k.ready,), (k.tag, job_id, k.new))
                 if ok:
                     return True
         return False
