@@ -57,7 +57,14 @@ class PickleSerializer:
 
 
 class CloudpickleSerializer(PickleSerializer):
-    """cloudpickle: sends lambdas and closures by value. Executes code on load: sign payloads."""
+    """cloudpickle: sends lambdas and closures by value. Executes code on load: sign payloads.
+
+    The C pickler is tried first (cloudpickle's pure-Python pickler is several times
+    slower); cloudpickle is used when that fails (lambdas, closures, local classes), when
+    the output refers to ``__main__`` (which a worker cannot import by reference), or when
+    a module is registered with ``cloudpickle.register_pickle_by_value``. Both produce
+    standard pickles, so loading is unchanged.
+    """
 
     name: ClassVar[str] = "cloudpickle"
 
@@ -65,8 +72,17 @@ class CloudpickleSerializer(PickleSerializer):
         import cloudpickle
 
         self._dumps = cloudpickle.dumps
+        self._by_value = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", None)
 
     def dumps(self, obj: Any) -> bytes:
+        if not self._by_value:
+            try:
+                data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                pass
+            else:
+                if b"__main__" not in data and b"__mp_main__" not in data:
+                    return data
         return self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
 
 
