@@ -74,31 +74,41 @@ class _LossSignal(rexc.ConnectionError):
 
 
 class _Errors:
-    """Bounds one operation by ``command_timeout`` and turns redis-py exceptions into
-    sitq's (``BackendUnavailable`` for a lost or silent connection)."""
+    """Turns redis-py exceptions into sitq's (``BackendUnavailable`` for a lost or silent
+    connection) around one operation, and registers the operation with the backend's
+    watchdog, which cancels it after ``command_timeout`` (a blackholed connection would
+    otherwise hang forever; a per-call ``asyncio.timeout`` costs more on the hot path)."""
 
-    __slots__ = ("backend", "timeout", "what")
+    __slots__ = ("backend", "task", "what")
 
     def __init__(self, backend: RedisBackend, what: str) -> None:
         self.backend = backend
         self.what = what
-        self.timeout: Any = None
+        self.task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> None:
-        seconds = self.backend.command_timeout
-        if seconds:
-            self.timeout = asyncio.timeout(seconds)
-            await self.timeout.__aenter__()
+        backend = self.backend
+        if backend.command_timeout:
+            task = self.task = asyncio.current_task()
+            if task is not None:
+                backend._inflight[self] = time.monotonic()
+                if backend._watchdog is None:
+                    backend._start_watchdog()
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if self.timeout is not None:
-            try:
-                await self.timeout.__aexit__(kind, exc, tb)
-            except TimeoutError as timed_out:
-                exc = timed_out
+        backend = self.backend
+        if self.task is not None:
+            backend._inflight.pop(self, None)
+            if self in backend._expired:
+                backend._expired.discard(self)
+                if kind is asyncio.CancelledError:
+                    self.task.uncancel()
+                    exc = rexc.TimeoutError(
+                        f"no answer within command_timeout={backend.command_timeout}s"
+                    )
         if exc is None or not isinstance(exc, rexc.RedisError | OSError):
             return
-        where = self.backend.safe_url
+        where = backend.safe_url
         if isinstance(exc, _LossSignal):
             raise DataLost(str(exc)) from exc
         if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
@@ -241,6 +251,9 @@ class RedisBackend(Backend):
                          "DEAD", "REQUEUE")
         }
         self.data_loss_events = 0
+        self._inflight: dict[_Errors, float] = {}
+        self._expired: set[_Errors] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
@@ -346,7 +359,29 @@ class RedisBackend(Backend):
         log.error(message)
         raise _LossSignal(message)
 
+    def _start_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch(), name="sitq-redis-watchdog"
+        )
+
+    async def _watch(self) -> None:
+        """Cancel operations running longer than ``command_timeout``."""
+        limit = float(self.command_timeout or 0)
+        step = min(1.0, limit / 4)
+        while True:
+            await asyncio.sleep(step)
+            cutoff = time.monotonic() - limit
+            for op, started in list(self._inflight.items()):
+                if started < cutoff and op.task is not None and not op.task.done():
+                    del self._inflight[op]
+                    self._expired.add(op)
+                    op.task.cancel()
+
     async def _close(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         if self._notifier is not None:
             await self._notifier.close()
             self._notifier = None
