@@ -103,6 +103,7 @@ class _Finisher:
         delay = 0.05
         while True:
             await self.event.wait()
+            await asyncio.sleep(0)  # let jobs finishing in this loop turn join the batch
             self.event.clear()
             while self.pending:
                 batch = self.pending[:500]
