@@ -70,6 +70,10 @@ def resolve_task(name: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+#: ``resolve_task`` for the worker's hot path (a failed lookup is not cached).
+_resolve_cached = functools.lru_cache(maxsize=4096)(resolve_task)
+
+
 def encode_call(
     func: Callable[..., Any],
     args: tuple[Any, ...] | list[Any],
@@ -134,7 +138,7 @@ def decode_call(
     target, args, kwargs = data
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise SerializationError(f"the payload of {task} has malformed args/kwargs")
-    func = resolve_task(target) if isinstance(target, str) else target
+    func = _resolve_cached(target) if isinstance(target, str) else target
     if not callable(func):
         raise SerializationError(f"the payload of {task} holds a {type(func).__name__}, "
                                  "not a callable")
