@@ -37,9 +37,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ENQUEUE = """
 local P = ARGV[1]
 local jp, READY = P .. 'j:', P .. 'ready'
-local now, wake, first_eta = nil, nil, nil
+local now, first_eta = nil, nil
 local publish = false
-local out = {}
+local out, ready = {}, {}
 for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
   local id, blob, prio, order, eta, key, ttl = j[1], j[2], j[3], j[4], j[5], j[6], j[7]
   local jk = jp .. id
@@ -84,14 +84,15 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
         publish = true
       end
     else
-      if wake == nil then
-        wake = redis.call('ZCARD', READY) == 0
-        if wake then publish = true end
-      end
-      redis.call('ZADD', READY, -prio, string.format('%012x', order) .. id)
+      ready[#ready + 1] = -prio
+      ready[#ready + 1] = string.format('%012x', order) .. id
     end
     out[#out + 1] = id
   end
+end
+if #ready > 0 then
+  if redis.call('ZCARD', READY) == 0 then publish = true end
+  redis.call('ZADD', READY, unpack(ready))
 end
 if publish then redis.call('PUBLISH', ARGV[2], '1') end
 return out
