@@ -53,6 +53,8 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
   end
   if holder then
     out[#out + 1] = holder
+  elseif redis.call('EXISTS', jk) == 1 then
+    out[#out + 1] = id  -- the same job sent again after a lost reply
   else
     local fields = {'d', blob, 'st', 'q', 'p', prio, 'o', order}
     if key ~= '' then

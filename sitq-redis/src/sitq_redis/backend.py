@@ -69,8 +69,9 @@ class DataLost(BackendError):
     proceed on the new (empty) dataset."""
 
 
-class _LossSignal(rexc.ConnectionError):
-    """Raised inside redis-py's connect step so the command is not sent."""
+class _LossSignal(rexc.RedisError):
+    """Raised inside redis-py's connect step so the command is not sent (and, not being
+    a ConnectionError, not retried)."""
 
 
 class _Errors:
@@ -285,7 +286,18 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ connection
     def _options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"socket_connect_timeout": 5.0}
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+
+        # A command that meets a dead connection (a server restart, a reset) is sent again
+        # on a fresh one, twice at most, within ~0.3 s; then BackendUnavailable. Enqueue
+        # is idempotent by job id, a repeated claim only delays the jobs of the lost reply
+        # until their lease expires, and a repeated finish is fenced.
+        opts: dict[str, Any] = {
+            "socket_connect_timeout": 5.0,
+            "retry": Retry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+            "retry_on_error": [rexc.ConnectionError, rexc.TimeoutError],
+        }
         query = dict(parse_qsl(urlsplit(self._redis_url).query))
         for name in list(opts):
             if name in query:
