@@ -167,3 +167,43 @@ class TcpProxy:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class RedisCluster3:
+    """A 3-primary Redis Cluster on loopback ports (no replicas), started by the tests."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [
+            RedisServer(directory / f"node-{i}", appendonly=False,
+                        extra=("--cluster-enabled", "yes",
+                               "--cluster-config-file", str(directory / f"nodes-{i}.conf"),
+                               "--cluster-node-timeout", "5000"))
+            for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed")
+        addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            out = subprocess.run([cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            if "cluster_state:ok" in out:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not become ready: {out}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
