@@ -279,7 +279,8 @@ class RedisBackend(Backend):
                     )
                 options.setdefault("cluster", "auto" if low == "auto" else low in _TRUE)
         rest = urlencode([(k, v) for k, v in query if k not in ours])
-        return cls(urlunsplit(parts._replace(query=rest)), **options)
+        base = url.split("?", 1)[0]
+        return cls(f"{base}?{rest}" if rest else base, **options)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.safe_url}>"
@@ -776,5 +777,12 @@ def _redis_url(url: str) -> tuple[str, str]:
         netloc = parts.netloc.rsplit("@", 1)[1]
         user = parts.username or ""
         shown = parts._replace(netloc=f"{user}:***@{netloc}")
-    return urlunsplit(parts), urlunsplit(shown)
+    return _join(parts), _join(shown)
+
+
+def _join(parts: Any) -> str:
+    if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
+        query = f"?{parts.query}" if parts.query else ""
+        return f"unix://{parts.netloc}{parts.path}{query}"
+    return urlunsplit(parts)
 
