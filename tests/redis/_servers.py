@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port P below 55536 whose cluster bus port P + 10000 is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 45000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def redis_server_binary() -> str:
@@ -174,7 +193,7 @@ class RedisCluster3:
 
     def __init__(self, directory: Path) -> None:
         self.nodes = [
-            RedisServer(directory / f"node-{i}", appendonly=False,
+            RedisServer(directory / f"node-{i}", appendonly=False, port=free_cluster_port(),
                         extra=("--cluster-enabled", "yes",
                                "--cluster-config-file", str(directory / f"nodes-{i}.conf"),
                                "--cluster-node-timeout", "5000"))
