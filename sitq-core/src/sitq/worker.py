@@ -66,6 +66,7 @@ class _Active:
     task: asyncio.Task[None] | None = None
     executing: bool = False
     cancel_reason: str | None = None
+    holds_slot: bool = True
 
 
 @dataclass(slots=True)
@@ -205,6 +206,7 @@ class Worker:
         self.handle_signals = handle_signals
         self.counters = _Counters()
         self._active: dict[str, _Active] = {}
+        self._busy = 0  # jobs holding a concurrency slot (claimed, not yet run to the end)
         self._stopping = False
         self._grace: float | None = None
         self._stop_event: asyncio.Event | None = None
@@ -302,7 +304,7 @@ class Worker:
         assert self._slot_event is not None
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self._active)
+            free = self.concurrency - self._busy
             if free <= 0:
                 self._slot_event.clear()
                 await self._slot_event.wait()
@@ -351,6 +353,7 @@ class Worker:
         self.counters.claimed += 1
         entry = _Active(job)
         self._active[job.id] = entry
+        self._busy += 1
         entry.task = asyncio.create_task(self._process(entry))
 
     async def _drain(self) -> None:
@@ -402,6 +405,10 @@ class Worker:
             item = await self._attempt(entry, started)
             if item is not None:
                 assert self._finisher is not None
+                if len(self._finisher.pending) < self.concurrency:
+                    # The job has run: its slot takes the next job while the result is
+                    # recorded (the entry stays in _active, so its lease is still renewed).
+                    self._release_slot(entry)
                 ok = await self._finisher.submit(item)
                 if not ok:
                     self.counters.lost += 1
@@ -410,6 +417,12 @@ class Worker:
             log.exception("job %s: internal error while finishing it", job.id)
         finally:
             self._active.pop(job.id, None)
+            self._release_slot(entry)
+
+    def _release_slot(self, entry: _Active) -> None:
+        if entry.holds_slot:
+            entry.holds_slot = False
+            self._busy -= 1
             if self._slot_event is not None:
                 self._slot_event.set()
 
