@@ -255,13 +255,130 @@ async def raw_worker(db: int, key: str) -> None:
 
 
 # --------------------------------------------------------------------------- peers
+async def gathered(calls: Callable[[], Awaitable[Any]], n: int, chunk: int = 1000) -> None:
+    """Bulk enqueue for systems without a bulk API: ``chunk`` concurrent calls at a time."""
+    for start in range(0, n, chunk):
+        await asyncio.gather(*(calls() for _ in range(min(chunk, n - start))))
+
+
+async def bench_arq(db: int, n: int, rtt_n: int, fig: Figures) -> None:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    q = f"arq:bench:{os.getpid()}"
+    pool = await create_pool(RedisSettings(host=HOST, port=PORT, database=db),
+                             default_queue_name=q)
+    try:
+        t = time.perf_counter()
+        for _ in range(n):
+            await pool.enqueue_job("noop")
+        fig.enqueue.append(n / (time.perf_counter() - t))
+        await pool.flushdb()  # arq keeps one key per job; this database is ours alone
+
+        t = time.perf_counter()
+        await gathered(lambda: pool.enqueue_job("noop"), n)
+        fig.bulk.append(n / (time.perf_counter() - t))
+        fig.drain.append(await drain("arq", db, q, n))
+        await pool.flushdb()
+
+        async def one() -> None:
+            job = await pool.enqueue_job("noop")
+            assert job is not None
+            await job.result(timeout=10, poll_delay=0.005)
+
+        fig.rtt.append(await round_trips("arq", db, q, rtt_n, one))
+        await pool.flushdb()
+    finally:
+        await pool.aclose()
+
+
+async def bench_saq(db: int, n: int, rtt_n: int, fig: Figures) -> None:
+    from saq import Queue as SaqQueue
+
+    q = f"bench-{os.getpid()}"
+    queue = SaqQueue.from_url(url(db), name=q)
+    await queue.connect()
+    try:
+        t = time.perf_counter()
+        for _ in range(n):
+            await queue.enqueue("noop")
+        fig.enqueue.append(n / (time.perf_counter() - t))
+        await queue.redis.flushdb()
+
+        t = time.perf_counter()
+        await gathered(lambda: queue.enqueue("noop"), n)
+        fig.bulk.append(n / (time.perf_counter() - t))
+        fig.drain.append(await drain("saq", db, q, n))
+        await queue.redis.flushdb()
+
+        async def one() -> None:
+            job = await queue.enqueue("noop")
+            assert job is not None
+            await job.refresh(until_complete=10)  # SAQ waits on its pub/sub channel
+            assert job.status == "complete", job.status
+
+        fig.rtt.append(await round_trips("saq", db, q, rtt_n, one))
+        await queue.redis.flushdb()
+    finally:
+        await queue.disconnect()
+
+
 def taskiq_broker(db: int, queue: str) -> Any:
-    raise NotImplementedError
+    from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend
+
+    broker = ListQueueBroker(url(db), queue_name=queue).with_result_backend(
+        RedisAsyncResultBackend(url(db), result_ex_time=3600)
+    )
+
+    async def noop() -> None:
+        import _bench_tasks
+
+        _bench_tasks._mark()
+
+    broker.register_task(noop, task_name="noop")
+    return broker
+
+
+async def bench_taskiq(db: int, n: int, rtt_n: int, fig: Figures) -> None:
+    q = f"taskiq-bench-{os.getpid()}"
+    broker = taskiq_broker(db, q)
+    await broker.startup()
+    task = broker.find_task("noop")
+    assert task is not None
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(url(db))
+    try:
+        t = time.perf_counter()
+        for _ in range(n):
+            await task.kiq()
+        fig.enqueue.append(n / (time.perf_counter() - t))
+        await r.flushdb()
+
+        t = time.perf_counter()
+        await gathered(task.kiq, n)
+        fig.bulk.append(n / (time.perf_counter() - t))
+        fig.drain.append(await drain("taskiq", db, q, n))
+        await r.flushdb()
+
+        async def one() -> None:
+            handle = await task.kiq()
+            result = await handle.wait_result(check_interval=0.005, timeout=10)
+            assert not result.is_err
+
+        fig.rtt.append(await round_trips("taskiq", db, q, rtt_n, one))
+        await r.flushdb()
+    finally:
+        await r.aclose()
+        await broker.shutdown()
 
 
 BENCHES: dict[str, Callable[[int, int, int, Figures], Awaitable[None]]] = {
     "sitq": bench_sitq,
     "raw": bench_raw,
+    "arq": bench_arq,
+    "saq": bench_saq,
+    "taskiq": bench_taskiq,
 }
 
 

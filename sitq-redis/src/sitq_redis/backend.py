@@ -142,6 +142,18 @@ def _pack(job: Job) -> bytes:
     )
 
 
+def _entry(job: Job) -> tuple[Any, ...]:
+    """What the ENQUEUE script takes for one job (see _scripts.ENQUEUE)."""
+    eta = job.eta
+    order = _ms(eta) if eta is not None else _ms(job.created_at)
+    return (
+        job.id, _pack(job), job.priority, order,
+        0 if eta is None else order,
+        "" if job.key is None else job.key,
+        0 if job.result_ttl is None else int(job.result_ttl * 1000),
+    )
+
+
 def _unpack(blob: bytes, **fields: Any) -> Job:
     (id_, queue, task, payload, serializer, headers, priority, max_retries, timeout, key,
      result_ttl, created, chain) = msgpack.unpackb(blob, raw=False)
@@ -479,23 +491,26 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ producing
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
+        if len(jobs) == 1:  # the common case, without the grouping
+            job = jobs[0]
+            queue = job.queue
+            k = self._k(queue)
+            args = (k.tag, k.new, _packb((_entry(job),)))
+            async with _Errors(self, "enqueue"):
+                if queue not in self._registered:
+                    await self._client.sadd(self._queues_key, queue)
+                    self._registered.add(queue)
+                reply = await self._run("ENQUEUE", (k.ready,), args)
+            job_id: str = reply[0].decode()
+            self._remember(job_id, queue)
+            return [job_id]
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            entries = []
-            for i in indexes:
-                job = jobs[i]
-                eta = job.eta
-                order = _ms(eta) if eta is not None else _ms(job.created_at)
-                entries.append((
-                    job.id, _pack(job), job.priority, order,
-                    0 if eta is None else order,
-                    "" if job.key is None else job.key,
-                    0 if job.result_ttl is None else int(job.result_ttl * 1000),
-                ))
+            entries = [_entry(jobs[i]) for i in indexes]
             calls.append(("ENQUEUE", (k.ready,), (k.tag, k.new, _packb(entries))))
         new = [q for q in by_queue if q not in self._registered]
         async with _Errors(self, "enqueue"):
