@@ -327,6 +327,10 @@ class Worker:
                 continue
             for job in jobs:
                 self._spawn(job)
+            if len(jobs) < free and self.backend.supports_notifications and not self.burst:
+                # The queues ran dry: wait to be told about new jobs instead of asking
+                # again at once (that empty claim would delay the finish of these jobs).
+                await self._wait_for_work()
 
     async def _sleep(self, delay: float) -> None:
         assert self._stop_event is not None
