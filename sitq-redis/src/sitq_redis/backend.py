@@ -648,6 +648,16 @@ class RedisBackend(Backend):
                     return data
             return None
 
+    async def wait_result(
+        self, job_id: str, timeout: float | None  # noqa: ASYNC109
+    ) -> bytes | None:
+        """Like :meth:`Backend.wait_result`, without the look before subscribing:
+        ``_wait_result`` subscribes first and then looks once."""
+        await self.connect()
+        if timeout is not None and timeout <= 0:
+            return await self._get_result(job_id)
+        return await self._wait_result(job_id, timeout)
+
     async def _wait_result(
         self, job_id: str, timeout: float | None  # noqa: ASYNC109
     ) -> bytes | None:
