@@ -44,7 +44,7 @@ import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from sitq.backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
 from sitq.errors import BackendError, BackendUnavailable, ConfigurationError
-from sitq.job import Job
+from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
@@ -463,7 +463,7 @@ class RedisBackend(Backend):
         script = self._scripts[name]
         client = self._client
         try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except rexc.NoScriptError:
             return await client.eval(script.source, len(keys), *keys, *args)
 
@@ -490,6 +490,14 @@ class RedisBackend(Backend):
         return sorted(m.decode() for m in members)
 
     # ------------------------------------------------------------------ producing
+    async def enqueue(self, job: Job) -> str:
+        """One job: the common case, straight to the script (no list, no grouping)."""
+        if job.eta is not None:
+            job.eta = aware_utc(job.eta, "eta")
+        if not self._connected:
+            await self.connect()
+        return (await self._enqueue([job]))[0]
+
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
         if len(jobs) == 1:  # the common case, without the grouping
             job = jobs[0]
