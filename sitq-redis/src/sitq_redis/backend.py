@@ -742,14 +742,16 @@ class RedisBackend(Backend):
         total = 0
         async with _Errors(self, "purge"):
             names = await self._queue_names(queues)
-            for queue in names:
-                k = self._k(queue)
-                while True:
+        for queue in names:
+            k = self._k(queue)
+            while True:  # 500 jobs per call: a big queue never blocks the server long
+                async with _Errors(self, "purge"):
                     n, done = await self._run("PURGE", (k.ready,), (k.tag, 500))
-                    total += int(n)
-                    if int(done):
-                        break
-                self._registered.discard(queue)
+                total += int(n)
+                if int(done):
+                    break
+            self._registered.discard(queue)
+        async with _Errors(self, "purge"):
             if names:
                 await self._client.srem(self._queues_key, *names)
             if queues is None:
