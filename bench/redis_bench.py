@@ -109,7 +109,8 @@ def run_worker(system: str, db: int, queue: str) -> None:
         asyncio.run(raw_worker(db, queue))
     elif system == "arq":
         from arq.connections import RedisSettings
-        from arq.worker import Worker as ArqWorker, func
+        from arq.worker import Worker as ArqWorker
+        from arq.worker import func
 
         async def noop(ctx: Any) -> None:
             _bench_tasks._mark()
@@ -120,7 +121,8 @@ def run_worker(system: str, db: int, queue: str) -> None:
                       handle_signals=True, keep_result=3600)
         w.run()
     elif system == "saq":
-        from saq import Queue as SaqQueue, Worker as SaqWorker
+        from saq import Queue as SaqQueue
+        from saq import Worker as SaqWorker
 
         async def noop(ctx: Any) -> None:
             _bench_tasks._mark()
@@ -439,10 +441,71 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"round {round_no + 1} {system}: {time.perf_counter() - t:.1f}s",
                       file=sys.stderr)
     print(table(results, args.jobs))
+    if "sitq" in systems and "raw" in systems:
+        db_sitq, db_raw = args.db_base, args.db_base + 1
+        async with own_db(db_sitq), own_db(db_raw):
+            print()
+            print(await paired(db_sitq, db_raw, args.jobs))
     print()
     print(await versions())
     print(f"load average at start {started[0]:.2f}, at end {os.getloadavg()[0]:.2f}; "
           f"{args.rounds} rounds, medians; {args.jobs:,} jobs; {args.rtt} round trips")
+
+
+async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
+    """sitq against raw redis-py in alternating blocks, so both see the same machine load
+    (this machine is shared, and load swings by 2x within seconds). Per-block ratios of
+    sitq's rate to raw's; the median and the quartiles are reported."""
+    import redis.asyncio as aioredis
+    from _bench_tasks import noop
+    from sitq import TaskQueue
+
+    key = f"raw:paired:{os.getpid()}"
+    q = f"paired-{os.getpid()}"
+    r = aioredis.Redis.from_url(url(db_raw))
+    one: list[float] = []
+    bulk: list[float] = []
+    async with TaskQueue(url(db_sitq)) as queue:
+        bound = queue.options(queue=q)
+        await bound.enqueue(noop)
+        await r.lpush(key, PAYLOAD)
+        for _ in range(max(1, n // block)):
+            t = time.perf_counter()
+            for _ in range(block):
+                await bound.enqueue(noop)
+            sitq_s = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(block):
+                await r.lpush(key, PAYLOAD)
+            raw_s = time.perf_counter() - t
+            one.append(raw_s / sitq_s)
+        await queue.purge([q])
+        await r.delete(key)
+        for _ in range(max(1, n // 1000)):
+            t = time.perf_counter()
+            await bound.enqueue_many(noop, [() for _ in range(2000)])
+            sitq_s = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(2):
+                pipe = r.pipeline(transaction=False)
+                for _ in range(1000):
+                    pipe.lpush(key, PAYLOAD)
+                await pipe.execute()
+            raw_s = time.perf_counter() - t
+            bulk.append(raw_s / sitq_s)
+        await queue.purge([q])
+        await r.delete(key)
+    await r.aclose()
+
+    def fmt(xs: list[float]) -> str:
+        qs = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+        return f"{qs[1]:.0%} (quartiles {qs[0]:.0%}-{qs[2]:.0%}, {len(xs)} blocks)"
+
+    return (
+        "Paired blocks, sitq rate as a share of raw redis-py's in the same moment:\n"
+        f"* enqueue one by one vs LPUSH one by one ({block} per block): {fmt(one)}\n"
+        f"* bulk enqueue vs pipelined LPUSH (2,000 per block, chunks of 1,000): {fmt(bulk)}"
+    )
 
 
 async def versions() -> str:

@@ -10,8 +10,13 @@ script): one argument to encode instead of seven per job.
 Times are the server's clock (``TIME``), in milliseconds. Job hash fields::
 
     d   msgpack blob of the immutable fields (see backend._pack)
-    st  q(ueued) | r(unning) | f(ailed, kept as a dead letter)
-    p   priority            o   order (ms): eta or created_at, sorts the ready set
+    st  q(ueued) | r(unning) | f(ailed, kept as a dead letter); absent = queued
+    p   priority (absent = 0)
+    o   order (ms): eta or created_at, sorts the ready set; every job has it
+
+A new job gets only ``d`` and ``o`` (plus ``p``/``e``/``k``/``t`` when set): the blob
+makes the hash a real hash table rather than a listpack, so every field is an
+allocation, and enqueue is the hot path.
     e   eta (ms)            k   idempotency key           t   result ttl (ms)
     a   attempt (fencing)   f   failures                  le  lease expiries
     lu  lease until (ms)    w   worker                    sa  started at (ms)
@@ -47,8 +52,8 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
   if key ~= '' then
     local other = redis.call('HGET', P .. 'keys', key)
     if other then
-      local st = redis.call('HGET', jp .. other, 'st')
-      if st == 'q' or st == 'r' then holder = other end
+      local v = redis.call('HMGET', jp .. other, 'o', 'st')
+      if v[1] and v[2] ~= 'f' then holder = other end
     end
   end
   if holder then
@@ -56,7 +61,11 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
   elseif redis.call('EXISTS', jk) == 1 then
     out[#out + 1] = id  -- the same job sent again after a lost reply
   else
-    local fields = {'d', blob, 'st', 'q', 'p', prio, 'o', order}
+    local fields = {'d', blob, 'o', order}
+    if prio ~= 0 then
+      fields[#fields + 1] = 'p'
+      fields[#fields + 1] = prio
+    end
     if key ~= '' then
       fields[#fields + 1] = 'k'
       fields[#fields + 1] = key
@@ -112,10 +121,10 @@ if #due > 0 then
   for i = 1, #due, 2 do
     local id, eta = due[i], due[i + 1]
     ids[#ids + 1] = id
-    local prio = redis.call('HGET', jp .. id, 'p')
-    if prio then
+    local v = redis.call('HMGET', jp .. id, 'o', 'p')
+    if v[1] then
       redis.call('HSET', jp .. id, 'o', eta)
-      redis.call('ZADD', READY, -tonumber(prio), string.format('%012x', eta) .. id)
+      redis.call('ZADD', READY, -tonumber(v[2] or '0'), string.format('%012x', eta) .. id)
     end
   end
   redis.call('ZREM', SCHED, unpack(ids))
@@ -132,8 +141,12 @@ local function take(id, expired)
   end
   local a = tonumber(v[2] or '0') + 1
   local le = tonumber(v[4] or '0')
-  if expired then le = le + 1 end
-  redis.call('HSET', jk, 'st', 'r', 'a', a, 'le', le, 'lu', until_, 'w', worker, 'sa', now)
+  if expired then
+    le = le + 1
+    redis.call('HSET', jk, 'st', 'r', 'a', a, 'le', le, 'lu', until_, 'w', worker, 'sa', now)
+  else
+    redis.call('HSET', jk, 'st', 'r', 'a', a, 'lu', until_, 'w', worker, 'sa', now)
+  end
   run[#run + 1] = until_
   run[#run + 1] = id
   out[#out + 1] = id
@@ -226,7 +239,7 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[4])) do
           redis.call('HSET', jk, 'o', o, 'e', now)
         end
         if redis.call('ZCARD', READY) == 0 then wake = true end
-        redis.call('ZADD', READY, -tonumber(v[5]), string.format('%012x', o) .. id)
+        redis.call('ZADD', READY, -tonumber(v[5] or '0'), string.format('%012x', o) .. id)
       end
     end
   end
@@ -246,7 +259,7 @@ local id = ARGV[3]
 local function member(o, i) return string.format('%012x', tonumber(o)) .. i end
 local jk = jp .. id
 local v = redis.call('HMGET', jk, 'st', 'o', 'k', 't')
-if not v[1] then
+if not v[2] then
   if redis.call('EXISTS', rp .. id) == 1 then return 'finished' end
   return 'not_found'
 end
@@ -333,7 +346,8 @@ redis.call('HSET', jk, 'st', 'q', 'f', 0, 'le', 0)
 redis.call('HDEL', jk, 'e', 'c', 'lu', 'w')
 local v = redis.call('HMGET', jk, 'p', 'o', 'k')
 if v[3] and not redis.call('HGET', KEYS_, v[3]) then redis.call('HSET', KEYS_, v[3], id) end
-redis.call('ZADD', P .. 'ready', -tonumber(v[1]), string.format('%012x', tonumber(v[2])) .. id)
+redis.call('ZADD', P .. 'ready', -tonumber(v[1] or '0'),
+  string.format('%012x', tonumber(v[2])) .. id)
 redis.call('PUBLISH', ARGV[3], '1')
 return 1
 """
