@@ -35,7 +35,7 @@ class Notifier:
         self._listeners: dict[bytes, list[Listener]] = {}
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._ready: asyncio.Event | None = None
+        self._chores: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def add(
@@ -77,7 +77,9 @@ class Notifier:
                 if not fut.done():
                     fut.cancel()
             if self._conn is not None and self._task is not None:
-                self._task.get_loop().create_task(self._unsubscribe(channel))
+                task = self._task.get_loop().create_task(self._unsubscribe(channel))
+                self._chores.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._chores.discard)
 
     async def _unsubscribe(self, channel: bytes) -> None:
         if channel in self._listeners or self._conn is None:

@@ -134,7 +134,7 @@ _packb = functools.partial(msgpack.packb, use_bin_type=False)
 
 
 def _pack(job: Job) -> bytes:
-    return msgpack.packb(
+    return msgpack.packb(  # type: ignore[no-any-return]
         [job.id, job.queue, job.task, job.payload, job.serializer, job.headers, job.priority,
          job.max_retries, job.timeout, job.key, job.result_ttl, job.created_at.timestamp(),
          job.chain],
@@ -718,7 +718,7 @@ class RedisBackend(Backend):
                     "CANCEL", (k.ready,),
                     (k.tag, self._done, job_id, result, int(self.result_ttl * 1000)),
                 )
-                outcome = reply.decode()  # type: ignore[assignment]
+                outcome = reply.decode()
                 if outcome != "not_found":
                     return outcome
         return outcome
@@ -819,5 +819,5 @@ def _join(parts: Any) -> str:
     if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
         query = f"?{parts.query}" if parts.query else ""
         return f"unix://{parts.netloc}{parts.path}{query}"
-    return urlunsplit(parts)
+    return str(urlunsplit(parts))
 
