@@ -58,6 +58,9 @@ _STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
 _LEASE_STATES: tuple[LeaseState, ...] = ("lost", "ok", "cancel")
 _OUTCOME = {"success": "s", "failed": "f", "retry": "r", "release": "l"}
 _WHERE_MAX = 50_000
+#: A result waiter looks at the store at least this often (seconds), whatever happens to
+#: the notification (a subscription an ACL refuses, a message lost in a failover).
+_SAFETY_LOOK = 5.0
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -679,20 +682,27 @@ class RedisBackend(Backend):
             if not box[0].done():
                 box[0].set_result(data)
 
+        def left() -> float:
+            """Time to wait now: what is left, but never more than the safety interval."""
+            if deadline is None:
+                return _SAFETY_LOOK
+            return min(_SAFETY_LOOK, max(0.0, deadline - loop.time()))
+
         try:
-            if not await notifier.add(channel, listener, timeout):
-                return await self._get_result(job_id)
+            # Subscribed (confirmed) before the look below, so a result stored after the
+            # look is published to us. If the confirmation is slow (server down), look
+            # anyway; the listener stays registered and the reader subscribes on reconnect.
+            await notifier.add(channel, listener, left())
             while True:
                 data = await self._get_result(job_id)
                 if data is not None:
                     return data
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
+                if deadline is not None and loop.time() >= deadline:
                     return None
                 try:
-                    got = await asyncio.wait_for(box[0], remaining)
+                    got = await asyncio.wait_for(asyncio.shield(box[0]), left())
                 except TimeoutError:
-                    return await self._get_result(job_id)
+                    continue  # the safety look (or the deadline's last look)
                 if got:
                     return got
                 box[0] = loop.create_future()  # woken by a reconnect: look again
