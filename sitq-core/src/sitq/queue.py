@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
@@ -80,28 +81,32 @@ class BoundQueue:
 
         Jobs go to the backend in chunks of 1,000, one round trip per chunk.
         """
-        ids: list[str] = []
-        chunk: list[Job] = []
-        make = self._queue._job_maker(func, self._opts)
-        for item in calls:
-            if isinstance(item, Mapping):
-                args: tuple[Any, ...] = ()
-                kwargs: Mapping[str, Any] = item
-            elif isinstance(item, tuple | list):
-                args, kwargs = tuple(item), {}
-            else:
-                raise ConfigurationError(
-                    f"enqueue_many takes tuples of positional arguments or dicts of keyword "
-                    f"arguments, got {type(item).__name__} {item!r}; wrap a single argument "
-                    "as (value,)"
-                )
-            chunk.append(make(args, kwargs))
-            if len(chunk) >= CHUNK:
-                ids += await self._queue.backend.enqueue_many(chunk)
-                chunk = []
-        if chunk:
-            ids += await self._queue.backend.enqueue_many(chunk)
-        return ids
+        job = self._queue._job_maker(func, self._opts)
+
+        async def make() -> AsyncIterator[list[Job]]:
+            chunk: list[Job] = []
+            for item in calls:
+                if isinstance(item, Mapping):
+                    args: tuple[Any, ...] = ()
+                    kwargs: Mapping[str, Any] = item
+                elif isinstance(item, tuple | list):
+                    args, kwargs = tuple(item), {}
+                else:
+                    raise ConfigurationError(
+                        f"enqueue_many takes tuples of positional arguments or dicts of "
+                        f"keyword arguments, got {type(item).__name__} {item!r}; wrap a single "
+                        "argument as (value,)"
+                    )
+                chunk.append(job(args, kwargs))
+                if len(chunk) >= CHUNK:
+                    yield chunk
+                    chunk = []
+                elif len(chunk) % 100 == 0:
+                    await asyncio.sleep(0)  # the chunk in flight gets sent meanwhile
+            if chunk:
+                yield chunk
+
+        return await _send_chunks(self._queue.backend, make())
 
     def batch(self) -> Batch:
         """``async with queue.batch() as b: b.enqueue(f, 1)`` — flushed together on exit."""
@@ -143,6 +148,26 @@ class BoundQueue:
         return wrap
 
 
+async def _send_chunks(backend: Backend, chunks: AsyncIterator[list[Job]]) -> list[str]:
+    """Send chunks in order, one round trip each, building the next chunk while the
+    previous one is in flight (a chunk is sent only after the one before it is stored)."""
+    ids: list[str] = []
+    pending: asyncio.Task[list[str]] | None = None
+    try:
+        async for chunk in chunks:
+            if pending is not None:
+                ids += await pending
+            pending = asyncio.ensure_future(backend.enqueue_many(chunk))
+            await asyncio.sleep(0)  # let it send before the next chunk is built
+        if pending is not None:
+            ids += await pending
+            pending = None
+    finally:
+        if pending is not None and not pending.done():
+            await asyncio.gather(pending, return_exceptions=True)
+    return ids
+
+
 class Batch:
     """Collects enqueues of any tasks and sends them in one round trip on exit.
 
@@ -170,9 +195,12 @@ class Batch:
 
     async def flush(self) -> list[str]:
         jobs, self._jobs = self._jobs, []
-        ids: list[str] = []
-        for start in range(0, len(jobs), CHUNK):
-            ids += await self._bound._queue.backend.enqueue_many(jobs[start : start + CHUNK])
+
+        async def chunks() -> AsyncIterator[list[Job]]:
+            for start in range(0, len(jobs), CHUNK):
+                yield jobs[start : start + CHUNK]
+
+        ids = await _send_chunks(self._bound._queue.backend, chunks())
         self.ids += ids
         return ids
 

@@ -89,7 +89,7 @@ class CloudpickleSerializer(PickleSerializer):
             except Exception:
                 pass
             else:
-                if b"__main__" not in fast:
+                if b"__main__" not in fast and b"__mp_main__" not in fast:
                     return fast
         data: bytes = self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return data

@@ -68,6 +68,7 @@ class _Active:
     executing: bool = False
     cancel_reason: str | None = None
     value: Any = None
+    holds_slot: bool = True
 
 
 @dataclass(slots=True)
@@ -110,6 +111,7 @@ class _Finisher:
         delay = 0.05
         while True:
             await self.event.wait()
+            await asyncio.sleep(0)  # let jobs finishing in this loop turn join the batch
             self.event.clear()
             while self.pending:
                 batch = self.pending[:500]
@@ -217,6 +219,7 @@ class Worker:
         # Keyed by (id, attempt): a quick retry of a job can be claimed again by this
         # worker while the previous attempt is still being recorded.
         self._active: dict[tuple[str, int], _Active] = {}
+        self._busy = 0  # jobs holding a concurrency slot (claimed, not yet run to the end)
         self._stopping = False
         self._grace: float | None = None
         self._stop_event: asyncio.Event | None = None
@@ -349,7 +352,7 @@ class Worker:
         assert self._slot_event is not None
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self._active)
+            free = self.concurrency - self._busy
             if free <= 0:
                 self._slot_event.clear()
                 await self._slot_event.wait()
@@ -373,6 +376,10 @@ class Worker:
                 continue
             for job in jobs:
                 self._spawn(job)
+            if len(jobs) < free and self.backend.supports_notifications and not self.burst:
+                # The queues ran dry: wait to be told about new jobs instead of asking
+                # again at once (that empty claim would delay the finish of these jobs).
+                await self._wait_for_work()
 
     async def _sleep(self, delay: float) -> None:
         assert self._stop_event is not None
@@ -409,6 +416,7 @@ class Worker:
         self.counters.claimed += 1
         entry = _Active(job)
         self._active[(job.id, job.attempt)] = entry
+        self._busy += 1
         entry.task = asyncio.create_task(self._process(entry))
 
     async def _drain(self) -> None:
@@ -483,6 +491,10 @@ class Worker:
                 await self._continue_chain(entry, item)
             if item is not None:
                 assert self._finisher is not None
+                if len(self._finisher.pending) < self.concurrency:
+                    # The job has run: its slot takes the next job while the result is
+                    # recorded (the entry stays in _active, so its lease is still renewed).
+                    self._release_slot(entry)
                 ok = await self._finisher.submit(item)
                 if not ok:
                     self.counters.lost += 1
@@ -494,6 +506,12 @@ class Worker:
             log.exception("job %s: internal error while finishing it", job.id)
         finally:
             self._active.pop((job.id, job.attempt), None)
+            self._release_slot(entry)
+
+    def _release_slot(self, entry: _Active) -> None:
+        if entry.holds_slot:
+            entry.holds_slot = False
+            self._busy -= 1
             if self._slot_event is not None:
                 self._slot_event.set()
 

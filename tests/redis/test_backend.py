@@ -1,0 +1,154 @@
+"""Redis-specific behaviour: URLs, the plugin, key layout, purge of every queue, dead
+letters through the queue API, a push-notified result wait and idle-worker wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sitq import TaskQueue, Worker
+from sitq.errors import ConfigurationError, NotInstalled
+from sitq.plugins import Registry
+from sitq.testing import make_job, tasks
+from sitq_redis import RedisBackend
+from sitq_redis import plugin as redis_plugin
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+def test_url_options_are_parsed_and_not_passed_to_redis() -> None:
+    b = RedisBackend.from_url(
+        "redis://user:secret@localhost:6380/2?prefix=app&cluster=no&command_timeout=5"
+        "&socket_timeout=3"
+    )
+    assert (b.prefix, b.cluster, b.command_timeout) == ("app", False, 5.0)
+    assert b._redis_url == "redis://user:secret@localhost:6380/2?socket_timeout=3"
+    assert "secret" not in repr(b) and "secret" not in b.safe_url
+    unix = RedisBackend.from_url("redis+unix:///run/redis.sock?db=3")
+    assert unix._redis_url == "unix:///run/redis.sock?db=3"
+    assert RedisBackend.from_url("rediss://h:6380/0").cluster == "auto"
+    with pytest.raises(ConfigurationError, match="cluster="):
+        RedisBackend.from_url("redis://h/0?cluster=maybe")
+    with pytest.raises(ConfigurationError, match="without braces"):
+        RedisBackend.from_url("redis://h/0?prefix=a{b}")
+    with pytest.raises(ConfigurationError, match="command_timeout"):
+        RedisBackend.from_url("redis://h/0?command_timeout=soon")
+
+
+def test_plugin_registers_the_schemes() -> None:
+    registry = Registry(entry_points=False, extra_plugins=[("redis", redis_plugin)])
+    for scheme in ("redis", "rediss", "redis+unix"):
+        backend = registry.backend(f"{scheme}://localhost/0")
+        assert isinstance(backend, RedisBackend)
+    info = next(p for p in registry.plugins if p.name == "redis")
+    assert info.registered["backend"] == ["redis", "rediss", "redis+unix"]
+
+
+def test_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "redis" or name.startswith("redis."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="redis")
+        return real_import(name, *args, **kwargs)
+
+    for mod in [m for m in sys.modules if m == "sitq_redis.backend"]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(NotInstalled, match="pip install sitq-redis"):
+        redis_plugin._factory("redis://localhost/0")
+
+
+def test_every_key_of_a_queue_shares_one_hash_tag() -> None:
+    b = RedisBackend(prefix="p")
+    k = b._k("emails")
+    names = [k.ready, k.sched, k.run, k.dead, k.res, k.keys, k.jobs + "x", k.results + "x"]
+    assert all(n.startswith("{p:emails}:") for n in names)
+
+
+async def test_purge_everything_of_one_prefix(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        await b.enqueue_many([make_job("a"), make_job("b"), make_job("b")])
+        assert await b.claim_tick("report", make_job("x").created_at)
+        assert set(await b.stats()) == {"a", "b"}
+        assert await b.purge() == 3
+        assert await b.stats() == {}
+        client = b._client
+        left = [k async for k in client.scan_iter(match=f"*{prefix}*")]
+        assert left == [f"{prefix}:marker".encode()]
+        await client.delete(f"{prefix}:marker")
+
+
+async def test_get_result_is_woken_by_the_server_not_by_polling(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b, \
+            RedisBackend.from_url(redis_url, prefix=prefix) as other:
+        job = make_job("w")
+        await b.enqueue(job)
+        [claimed] = await other.claim(["w"], limit=1, lease=30, worker="x")
+        calls = 0
+        real = b._get_result
+
+        async def counting(job_id: str) -> bytes | None:
+            nonlocal calls
+            calls += 1
+            return await real(job_id)
+
+        b._get_result = counting  # type: ignore[method-assign]
+        waiter = asyncio.ensure_future(b.wait_result(job.id, 10))
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        assert await other.complete(claimed, b"v")
+        assert await waiter == b"v"
+        assert time.monotonic() - started < 0.5
+        assert calls <= 2  # one look before subscribing, one after: no polling loop
+        await b.purge(["w"])
+        await b._client.delete(f"{prefix}:marker")
+
+
+async def test_idle_worker_is_woken_by_an_enqueue(redis_url: str) -> None:
+    queue_name = f"wake-{uuid.uuid4().hex[:8]}"
+    async with TaskQueue(redis_url) as queue, \
+            Worker(redis_url, queues=[queue_name], handle_signals=False):
+        await asyncio.sleep(1.5)  # let it go idle on its notification channel
+        started = time.monotonic()
+        job_id = await queue.options(queue=queue_name).enqueue(tasks.add, 1, 2)
+        result = await queue.get_result(job_id, timeout=5)
+        assert result is not None and result.value == 3
+        assert time.monotonic() - started < 0.5  # the poll fallback would be up to 1 s
+        await queue.purge([queue_name])
+
+
+async def test_dead_letters_listed_and_requeued_through_the_api(redis_url: str) -> None:
+    queue_name = f"dead-{uuid.uuid4().hex[:8]}"
+    async with TaskQueue(redis_url) as queue:
+        job_id = await queue.options(queue=queue_name).enqueue(tasks.fail, "nope")
+        async with Worker(redis_url, queues=[queue_name], handle_signals=False):
+            result = await queue.get_result(job_id, timeout=10)
+        assert result is not None and result.status == "failed"
+        dead = await queue.backend.dead_letters(queue_name)
+        assert [j.id for j in dead] == [job_id] and dead[0].state == "failed"
+        assert await queue.backend.requeue(job_id)
+        assert (await queue.inspect(job_id)).state == "queued"
+        await queue.purge([queue_name])
+
+
+async def test_eta_uses_the_server_clock_and_wakes_the_worker(redis_url: str) -> None:
+    queue_name = f"eta-{uuid.uuid4().hex[:8]}"
+    async with TaskQueue(redis_url) as queue, \
+            Worker(redis_url, queues=[queue_name], handle_signals=False):
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        job_id = await queue.options(queue=queue_name, delay=0.5).enqueue(tasks.add, 2, 2)
+        result = await queue.get_result(job_id, timeout=5)
+        elapsed = time.monotonic() - started
+        assert result is not None and result.value == 4
+        assert 0.4 < elapsed < 1.2, elapsed
+        await queue.purge([queue_name])
