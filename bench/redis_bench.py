@@ -153,6 +153,7 @@ def run_worker(system: str, db: int, queue: str) -> None:
 # --------------------------------------------------------------------------- sitq
 async def bench_sitq(db: int, n: int, rtt_n: int, fig: Figures) -> None:
     from _bench_tasks import noop
+
     from sitq import TaskQueue
 
     q = f"bench-{os.getpid()}"
@@ -461,6 +462,7 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
     sitq's rate to raw's; the median and the quartiles are reported."""
     import redis.asyncio as aioredis
     from _bench_tasks import noop
+
     from sitq import TaskQueue
 
     key = f"raw:paired:{os.getpid()}"

@@ -7,7 +7,7 @@ import asyncio
 
 async def record_slowly(path: str, token: str, seconds: float) -> str:
     """Append ``token`` to the execution log at ``path``, then sleep ``seconds``."""
-    with open(path, "a") as fh:  # noqa: ASYNC230 - a tiny append, on purpose synchronous
+    with open(path, "a") as fh:
         fh.write(token + "\n")
     await asyncio.sleep(seconds)
     return token

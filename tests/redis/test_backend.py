@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from sitq import TaskQueue, Worker
 from sitq.errors import ConfigurationError, NotInstalled
 from sitq.plugins import Registry

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sitq.testing import BackendConformance
 
+from sitq.testing import BackendConformance
 from tests.redis._servers import RedisCluster3, redis_server_binary
 
 

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from sitq import TaskQueue, Worker
 from sitq.errors import BackendUnavailable
 from sitq.testing import make_job, tasks
 from sitq_redis import DataLost, RedisBackend
-
 from tests.redis._servers import RedisServer, TcpProxy
 from tests.redis._tasks import record_slowly
 

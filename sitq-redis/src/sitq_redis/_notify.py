@@ -39,7 +39,7 @@ class Notifier:
         self._closed = False
 
     async def add(
-        self, channel: bytes, listener: Listener, timeout: float | None  # noqa: ASYNC109
+        self, channel: bytes, listener: Listener, timeout: float | None
     ) -> bool:
         """Start calling ``listener`` for messages on ``channel``; True once the
         subscription is confirmed, False if that took longer than ``timeout``."""

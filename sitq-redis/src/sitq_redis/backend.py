@@ -42,6 +42,7 @@ import msgpack
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+
 from sitq.backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
 from sitq.errors import BackendError, BackendUnavailable, ConfigurationError
 from sitq.job import Job, aware_utc
@@ -619,7 +620,7 @@ class RedisBackend(Backend):
                 out[i] = bool(ok)
         return out
 
-    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109
+    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
         """Sleep until an enqueue publishes on one of ``queues``' channels, the next
         scheduled job is due, or ``timeout`` passes."""
         if not self.connected:
@@ -660,7 +661,7 @@ class RedisBackend(Backend):
             return None
 
     async def wait_result(
-        self, job_id: str, timeout: float | None  # noqa: ASYNC109
+        self, job_id: str, timeout: float | None
     ) -> bytes | None:
         """Like :meth:`Backend.wait_result`, without the look before subscribing:
         ``_wait_result`` subscribes first and then looks once."""
@@ -670,7 +671,7 @@ class RedisBackend(Backend):
         return await self._wait_result(job_id, timeout)
 
     async def _wait_result(
-        self, job_id: str, timeout: float | None  # noqa: ASYNC109
+        self, job_id: str, timeout: float | None
     ) -> bytes | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
