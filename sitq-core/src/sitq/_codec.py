@@ -169,10 +169,17 @@ def decode_call(
 
 def encode_result(result: Result[Any], serializer: Serializer, signer: Signer) -> bytes:
     """Stored form of a result: msgpack metadata + the value serialized, then signed."""
-    meta = result_fields(result)
+    return encode_result_meta(result_fields(result), result.value, serializer, signer)
+
+
+def encode_result_meta(
+    meta: dict[str, Any], value: Any, serializer: Serializer, signer: Signer
+) -> bytes:
+    """:func:`encode_result` from :func:`~sitq.result.result_meta` (the worker's path)."""
     meta["z"] = serializer.name
-    meta["v"] = None if result.status != "success" else serializer.dumps(result.value)
-    return signer.sign(msgpack.packb(meta, use_bin_type=True))
+    meta["v"] = None if meta["s"] != "success" else serializer.dumps(value)
+    packed: bytes = msgpack.packb(meta, use_bin_type=True)
+    return signer.sign(packed)
 
 
 def decode_result(

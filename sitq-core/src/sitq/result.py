@@ -99,22 +99,35 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+def result_meta(
+    job_id: str, status: str, error: ErrorInfo | None, traceback: str | None, attempts: int,
+    task: str | None, queue: str | None, enqueued_at: float | None, started_at: float | None,
+    finished_at: float | None, worker: str | None,
+) -> dict[str, Any]:
+    """The stored metadata of a result (everything but the value); times are epoch
+    seconds. Workers build it directly, without a :class:`Result` in between."""
+    return {
+        "id": job_id,
+        "s": status,
+        "e": None if error is None else [error.type, error.message, error.module],
+        "t": traceback,
+        "a": attempts,
+        "n": task,
+        "q": queue,
+        "eq": enqueued_at,
+        "st": started_at,
+        "fi": finished_at,
+        "w": worker,
+    }
+
+
 def result_fields(result: Result[Any]) -> dict[str, Any]:
     """Plain metadata of a result (everything but the value), for storage."""
-    error = result.error
-    return {
-        "id": result.id,
-        "s": result.status,
-        "e": None if error is None else [error.type, error.message, error.module],
-        "t": result.traceback,
-        "a": result.attempts,
-        "n": result.task,
-        "q": result.queue,
-        "eq": _ts(result.enqueued_at),
-        "st": _ts(result.started_at),
-        "fi": _ts(result.finished_at),
-        "w": result.worker,
-    }
+    return result_meta(
+        result.id, result.status, result.error, result.traceback, result.attempts,
+        result.task, result.queue, _ts(result.enqueued_at), _ts(result.started_at),
+        _ts(result.finished_at), result.worker,
+    )
 
 
 _STATUSES = ("pending", "success", "failed")

@@ -20,12 +20,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from ._codec import decode_call, decode_result, encode_result
+from ._codec import decode_call, decode_result, encode_result_meta
 from .backend import Backend, Finish
 from .chain import ChainFailed, next_step, unpack_continuation
 from .config import Settings, load_settings
@@ -39,9 +40,9 @@ from .errors import (
     TaskTimeout,
     WorkerLost,
 )
-from .job import Job, utcnow
+from .job import Job
 from .plugins import Registry, get_registry
-from .result import ErrorInfo, Result
+from .result import ErrorInfo, result_meta
 from .serializers import Serializer, Signer, check_accept
 
 __all__ = ["JobCall", "Worker", "create_worker"]
@@ -483,7 +484,7 @@ class Worker:
     # ------------------------------------------------------------------ one job
     async def _process(self, entry: _Active) -> None:
         job = entry.job
-        started = utcnow()
+        started = time.time()
         item: Finish | None
         try:
             item = await self._attempt(entry, started)
@@ -515,7 +516,7 @@ class Worker:
             if self._slot_event is not None:
                 self._slot_event.set()
 
-    async def _attempt(self, entry: _Active, started: Any) -> Finish | None:
+    async def _attempt(self, entry: _Active, started: float) -> Finish | None:
         job = entry.job
         if job.lease_expiries >= self.max_lease_expiries:
             lost = WorkerLost(
@@ -624,7 +625,7 @@ class Worker:
             raise SerializationError(f"job uses serializer {name!r}: {exc}") from exc
 
     def _on_error(
-        self, job: Job, exc: BaseException, tb: str | None, started: Any
+        self, job: Job, exc: BaseException, tb: str | None, started: float
     ) -> Finish:
         job.failures += 1
         if job.failures <= job.max_retries:
@@ -638,7 +639,7 @@ class Worker:
         log.error("job %s (%s) failed: %s", job.id, job.task, ErrorInfo.from_exception(exc))
         return self._failed(job, exc, tb, started)
 
-    def _failed(self, job: Job, exc: BaseException, tb: str | None, started: Any) -> Finish:
+    def _failed(self, job: Job, exc: BaseException, tb: str | None, started: float) -> Finish:
         self.counters.failed += 1
         data = self._result(job, "failed", None, ErrorInfo.from_exception(exc), tb, started)
         return Finish(job, "failed", data)
@@ -646,31 +647,21 @@ class Worker:
     def _result(
         self,
         job: Job,
-        status: Any,
+        status: str,
         value: Any,
         error: ErrorInfo | None,
         tb: str | None,
-        started: Any,
+        started: float,
     ) -> bytes:
-        result = Result(
-            id=job.id,
-            status=status,
-            value=value,
-            error=error,
-            traceback=tb,
-            attempts=job.attempt,
-            task=job.task,
-            queue=job.queue,
-            enqueued_at=job.created_at,
-            started_at=started,
-            finished_at=utcnow(),
-            worker=self.id,
+        meta = result_meta(
+            job.id, status, error, tb, job.attempt, job.task, job.queue,
+            job.created_at.timestamp(), started, time.time(), self.id,
         )
         try:
             serializer = self.registry.serializer(job.serializer)
         except SitqError:
             serializer = self.registry.serializer("msgpack")
-        return encode_result(result, serializer, self.signer)
+        return encode_result_meta(meta, value, serializer, self.signer)
 
     # ------------------------------------------------------------------ execution
     async def _execute(self, call: JobCall) -> Any:
