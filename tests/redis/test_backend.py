@@ -152,3 +152,19 @@ async def test_eta_uses_the_server_clock_and_wakes_the_worker(redis_url: str) ->
         assert result is not None and result.value == 4
         assert 0.4 < elapsed < 1.2, elapsed
         await queue.purge([queue_name])
+
+
+async def test_big_batches_stream_in_order_and_keep_keys(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        jobs = [make_job("big") for _ in range(1100)]  # several sub-batches on one connection
+        jobs[10].key = jobs[900].key = "same-key"  # the first one holds it
+        ids = await b.enqueue_many(jobs)
+        assert ids[900] == jobs[10].id and ids[10] == jobs[10].id
+        assert [i for n, i in enumerate(ids) if n != 900] == [
+            j.id for n, j in enumerate(jobs) if n != 900
+        ]
+        claimed = await b.claim(["big"], limit=2000, lease=30, worker="w")
+        assert [j.id for j in claimed] == [j.id for n, j in enumerate(jobs) if n != 900]
+        assert await b.purge() == 1099
+        await b._client.delete(f"{prefix}:marker")

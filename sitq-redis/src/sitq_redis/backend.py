@@ -58,6 +58,8 @@ _STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
 _LEASE_STATES: tuple[LeaseState, ...] = ("lost", "ok", "cancel")
 _OUTCOME = {"success": "s", "failed": "f", "retry": "r", "release": "l"}
 _WHERE_MAX = 50_000
+#: Jobs per script call when a big batch is streamed over one connection.
+_SUB_BATCH = 250
 #: A result waiter looks at the store at least this often (seconds), whatever happens to
 #: the notification (a subscription an ACL refuses, a message lost in a failover).
 _SAFETY_LOOK = 5.0
@@ -149,8 +151,10 @@ def _entry(job: Job) -> tuple[Any, ...]:
     """What the ENQUEUE script takes for one job (see _scripts.ENQUEUE)."""
     eta = job.eta
     order = _ms(eta) if eta is not None else _ms(job.created_at)
+    if eta is None and not job.priority and job.key is None and job.result_ttl is None:
+        return (job.id, _pack(job), order)
     return (
-        job.id, _pack(job), job.priority, order,
+        job.id, _pack(job), order, job.priority,
         0 if eta is None else order,
         "" if job.key is None else job.key,
         0 if job.result_ttl is None else int(job.result_ttl * 1000),
@@ -518,6 +522,23 @@ class RedisBackend(Backend):
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
+        if len(by_queue) == 1 and len(jobs) > _SUB_BATCH and not self._is_cluster:
+            queue = jobs[0].queue
+            async with _Errors(self, "enqueue"):
+                if queue not in self._registered:
+                    await self._client.sadd(self._queues_key, queue)
+                    self._registered.add(queue)
+                try:
+                    raw_ids = await self._stream_enqueue(self._k(queue), jobs)
+                except rexc.ConnectionError:  # once more, the usual way (idempotent by id)
+                    k = self._k(queue)
+                    raw_ids = await self._run(
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb([_entry(j) for j in jobs]))
+                    )
+            ids = [raw.decode() for raw in raw_ids]
+            for job_id in ids:
+                self._remember(job_id, queue)
+            return ids
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
@@ -536,6 +557,42 @@ class RedisBackend(Backend):
                 out[i] = job_id
                 self._remember(job_id, queue)
         return out
+
+    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[bytes]:
+        """Enqueue one queue's jobs in sub-batches over one connection: each sub-batch is
+        sent as soon as it is packed, so the server runs it while the next one is packed;
+        the replies are read afterwards, in order (one connection keeps the order)."""
+        script = self._scripts["ENQUEUE"]
+        for attempt in (1, 2):
+            pool = self._client.connection_pool
+            try:
+                conn = await pool.get_connection()
+            except TypeError:  # redis-py < 5.3 wants a command name
+                conn = await pool.get_connection("EVALSHA")
+            try:
+                sent = 0
+                for start in range(0, len(jobs), _SUB_BATCH):
+                    payload = _packb([_entry(j) for j in jobs[start : start + _SUB_BATCH]])
+                    await conn.send_command(
+                        "EVALSHA", script.sha, 1, k.ready, k.tag, k.new, payload
+                    )
+                    sent += 1
+                out: list[bytes] = []
+                for _ in range(sent):
+                    out += await conn.read_response()
+                return out
+            except rexc.NoScriptError:
+                # Not one sub-batch ran (the script was missing for all of them): load it.
+                await conn.disconnect()
+                if attempt == 2:
+                    raise
+                await self._client.script_load(script.source)
+            except BaseException:
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ consuming
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
