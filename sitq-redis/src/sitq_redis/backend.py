@@ -21,24 +21,22 @@ Channels: ``p:done:<id>`` carries a job's result bytes when it finishes;
 
 Operations by job id alone (``get_result``, ``cancel``, ``get_job``) need the job's queue
 to find its keys. The backend remembers the queue of every id it enqueued or claimed;
-for an id it has not seen it looks in every queue of ``p:queues`` (one pipelined round
-trip). Result waits need no lookup: the result arrives on the ``done`` channel.
+for an id it has not seen it looks in every queue of ``p:queues`` (a request per
+queue). Result waits need no lookup: the result arrives on the ``done`` channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import msgpack
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -48,13 +46,14 @@ from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
+from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _packb, _unpack
+from ._url import _redis_url
 
 __all__ = ["DataLost", "RedisBackend"]
 
 log = logging.getLogger("sitq.redis")
 
 _TICK_TTL_MS = 7 * 24 * 3600 * 1000
-_STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
 _LEASE_STATES: tuple[LeaseState, ...] = ("lost", "ok", "cancel")
 _OUTCOME = {"success": "s", "failed": "f", "retry": "r", "release": "l"}
 _WHERE_MAX = 50_000
@@ -124,91 +123,6 @@ class _Errors:
                 "the URL (host, port, password, TLS) is right"
             ) from exc
         raise BackendError(f"Redis at {where} failed during {self.what}: {exc}") from exc
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _dt(ms: Any) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
-# Redis's cmsgpack predates the bin type: bytes go as raw strings (Lua sees strings).
-_packb = functools.partial(msgpack.packb, use_bin_type=False)
-
-
-def _pack(job: Job) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [job.id, job.queue, job.task, job.payload, job.serializer, job.headers, job.priority,
-         job.max_retries, job.timeout, job.key, job.result_ttl, job.created_at.timestamp(),
-         job.chain],
-        use_bin_type=True,
-    )
-
-
-def _entry(job: Job) -> tuple[Any, ...]:
-    """What the ENQUEUE script takes for one job (see _scripts.ENQUEUE)."""
-    eta = job.eta
-    order = _ms(eta) if eta is not None else _ms(job.created_at)
-    if eta is None and not job.priority and job.key is None and job.result_ttl is None:
-        return (job.id, _pack(job), order)
-    return (
-        job.id, _pack(job), order, job.priority,
-        0 if eta is None else order,
-        "" if job.key is None else job.key,
-        0 if job.result_ttl is None else int(job.result_ttl * 1000),
-    )
-
-
-def _unpack(blob: bytes, **fields: Any) -> Job:
-    (id_, queue, task, payload, serializer, headers, priority, max_retries, timeout, key,
-     result_ttl, created, chain) = msgpack.unpackb(blob, raw=False)
-    return Job(
-        id=id_, queue=queue, task=task, payload=payload, serializer=serializer,
-        headers=headers, priority=priority, max_retries=max_retries, timeout=timeout,
-        key=key, result_ttl=result_ttl, created_at=datetime.fromtimestamp(created, UTC),
-        chain=chain, **fields,
-    )
-
-
-def _job_from_hash(h: dict[bytes, bytes]) -> Job:
-    eta = h.get(b"e")
-    lu = h.get(b"lu")
-    sa = h.get(b"sa")
-    worker = h.get(b"w")
-    return _unpack(
-        h[b"d"],
-        state=_STATES.get(h.get(b"st", b"q"), "queued"),
-        eta=_dt(eta) if eta else None,
-        attempt=int(h.get(b"a", 0)),
-        failures=int(h.get(b"f", 0)),
-        lease_expiries=int(h.get(b"le", 0)),
-        lease_until=_dt(lu) if lu else None,
-        started_at=_dt(sa) if sa else None,
-        worker=worker.decode() if worker else None,
-        cancel_requested=h.get(b"c") == b"1",
-    )
-
-
-class _Keys:
-    """The key names of one queue."""
-
-    __slots__ = ("dead", "jobs", "keys", "new", "ready", "res", "results", "run", "sched",
-                 "tag")
-
-    def __init__(self, prefix: str, queue: str) -> None:
-        tag = f"{{{prefix}:{queue}}}"
-        self.tag = f"{tag}:"
-        self.new = f"{prefix}:new:{queue}"
-        self.ready = f"{tag}:ready"
-        self.sched = f"{tag}:sched"
-        self.run = f"{tag}:run"
-        self.dead = f"{tag}:dead"
-        self.res = f"{tag}:res"
-        self.keys = f"{tag}:keys"
-        self.jobs = f"{tag}:j:"
-        self.results = f"{tag}:r:"
 
 
 class _Script:
@@ -861,30 +775,3 @@ class RedisBackend(Backend):
                 if ok:
                     return True
         return False
-
-
-def _redis_url(url: str) -> tuple[str, str]:
-    """The URL redis-py understands, and a form safe to show (no password)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "redis+unix":
-        parts = parts._replace(scheme="unix")
-    elif scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"not a Redis URL: {url!r}; use redis://host:6379/0, rediss://host:6380/0 or "
-            "redis+unix:///path/to/redis.sock?db=0"
-        )
-    shown = parts
-    if parts.password:
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        shown = parts._replace(netloc=f"{user}:***@{netloc}")
-    return _join(parts), _join(shown)
-
-
-def _join(parts: Any) -> str:
-    if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
-        query = f"?{parts.query}" if parts.query else ""
-        return f"unix://{parts.netloc}{parts.path}{query}"
-    return str(urlunsplit(parts))
-
