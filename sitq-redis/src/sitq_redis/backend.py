@@ -268,11 +268,6 @@ class RedisBackend(Backend):
     async def _on_connection(self, conn: Any) -> None:
         """Runs on every new connection: a changed or missing marker means data loss."""
         await conn.on_connect()
-        writer = getattr(conn, "_writer", None)
-        if writer is not None:
-            # drain() then waits until a big request is wholly in the kernel, so the
-            # server starts on it while this process builds the next one.
-            writer.transport.set_write_buffer_limits(high=0)
         await conn.send_command("GET", self._marker_key)
         await self._check_marker(await conn.read_response(), conn)
 
