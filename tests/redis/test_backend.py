@@ -7,6 +7,7 @@ import asyncio
 import builtins
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -169,4 +170,30 @@ async def test_big_batches_stream_in_order_and_keep_keys(redis_url: str) -> None
         claimed = await b.claim(["big"], limit=2000, lease=30, worker="w")
         assert [j.id for j in claimed] == [j.id for n, j in enumerate(jobs) if n != 900]
         assert await b.purge() == 1099
+        await b._client.delete(f"{prefix}:marker")
+
+
+async def test_due_ness_and_leases_follow_the_server_clock(redis_url: str) -> None:
+    """A worker whose clock is hours off neither claims a job early nor loses leases:
+    due-ness and lease deadlines come from Redis's TIME, never from the claimer's clock."""
+    import time_machine
+    from sitq.job import utcnow
+
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        real_now = utcnow()
+        later = make_job("clock", eta=real_now + timedelta(hours=1))
+        due = make_job("clock")
+        await b.enqueue_many([later, due])
+        with time_machine.travel(real_now + timedelta(hours=2), tick=True):  # clock ahead
+            claimed = await b.claim(["clock"], limit=10, lease=30, worker="ahead")
+        assert [j.id for j in claimed] == [due.id]
+        until = claimed[0].lease_until
+        assert until is not None and abs((until - real_now).total_seconds() - 30) < 5
+        behind = make_job("clock")
+        await b.enqueue(behind)
+        with time_machine.travel(real_now - timedelta(hours=2), tick=True):  # clock behind
+            assert [j.id for j in await b.claim(["clock"], limit=10, lease=30,
+                                                worker="behind")] == [behind.id]
+        await b.purge()
         await b._client.delete(f"{prefix}:marker")
