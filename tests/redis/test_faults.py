@@ -221,3 +221,17 @@ async def test_worker_reconnects_after_a_restart_with_appendonly(
                 await asyncio.sleep(0.1)
         result = await queue.get_result(b, timeout=30)
         assert result is not None and result.value == 4
+
+
+async def test_scripts_reload_after_script_flush(
+    start_server: Callable[..., RedisServer],
+) -> None:
+    server = start_server()
+    async with RedisBackend.from_url(server.url) as backend:
+        await backend.enqueue(make_job("s"))
+        await backend.enqueue_many([make_job("s") for _ in range(600)])
+        await backend._client.script_flush()
+        await backend.enqueue(make_job("s"))  # EVALSHA -> NOSCRIPT -> EVAL
+        await backend._client.script_flush()
+        await backend.enqueue_many([make_job("s") for _ in range(600)])  # the streamed path
+        assert (await backend.stats(["s"]))["s"].queued == 1202

@@ -37,7 +37,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 #: ARGV tag prefix, new-job channel, msgpack list of jobs, each
-#: [id, blob, priority, order, eta (0 = none), key ('' = none), ttl (0 = default)].
+#: [id, blob, order, priority, eta (0 = none), key ('' = none), ttl (0 = default)]
+#: (the last four may be left out: a plain job is [id, blob, order]).
 #: Returns the ids (the live holder's id for an idempotency-key hit).
 ENQUEUE = """
 local P = ARGV[1]
@@ -46,7 +47,8 @@ local now, first_eta = nil, nil
 local publish = false
 local out, ready = {}, {}
 for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id, blob, prio, order, eta, key, ttl = j[1], j[2], j[3], j[4], j[5], j[6], j[7]
+  local id, blob, order = j[1], j[2], j[3]
+  local prio, eta, key, ttl = j[4] or 0, j[5] or 0, j[6] or '', j[7] or 0
   local jk = jp .. id
   local holder = nil
   if key ~= '' then

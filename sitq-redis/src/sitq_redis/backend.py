@@ -21,24 +21,22 @@ Channels: ``p:done:<id>`` carries a job's result bytes when it finishes;
 
 Operations by job id alone (``get_result``, ``cancel``, ``get_job``) need the job's queue
 to find its keys. The backend remembers the queue of every id it enqueued or claimed;
-for an id it has not seen it looks in every queue of ``p:queues`` (one pipelined round
-trip). Result waits need no lookup: the result arrives on the ``done`` channel.
+for an id it has not seen it looks in every queue of ``p:queues`` (a request per
+queue). Result waits need no lookup: the result arrives on the ``done`` channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import msgpack
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -49,16 +47,19 @@ from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
+from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _packb, _unpack
+from ._url import _redis_url
 
 __all__ = ["DataLost", "RedisBackend"]
 
 log = logging.getLogger("sitq.redis")
 
 _TICK_TTL_MS = 7 * 24 * 3600 * 1000
-_STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
 _LEASE_STATES: tuple[LeaseState, ...] = ("lost", "ok", "cancel")
 _OUTCOME = {"success": "s", "failed": "f", "retry": "r", "release": "l"}
 _WHERE_MAX = 50_000
+#: Jobs per script call when a big batch is streamed over one connection.
+_SUB_BATCH = 250
 #: A result waiter looks at the store at least this often (seconds), whatever happens to
 #: the notification (a subscription an ACL refuses, a message lost in a failover).
 _SAFETY_LOOK = 5.0
@@ -123,89 +124,6 @@ class _Errors:
                 "the URL (host, port, password, TLS) is right"
             ) from exc
         raise BackendError(f"Redis at {where} failed during {self.what}: {exc}") from exc
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _dt(ms: Any) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
-# Redis's cmsgpack predates the bin type: bytes go as raw strings (Lua sees strings).
-_packb = functools.partial(msgpack.packb, use_bin_type=False)
-
-
-def _pack(job: Job) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [job.id, job.queue, job.task, job.payload, job.serializer, job.headers, job.priority,
-         job.max_retries, job.timeout, job.key, job.result_ttl, job.created_at.timestamp(),
-         job.chain],
-        use_bin_type=True,
-    )
-
-
-def _entry(job: Job) -> tuple[Any, ...]:
-    """What the ENQUEUE script takes for one job (see _scripts.ENQUEUE)."""
-    eta = job.eta
-    order = _ms(eta) if eta is not None else _ms(job.created_at)
-    return (
-        job.id, _pack(job), job.priority, order,
-        0 if eta is None else order,
-        "" if job.key is None else job.key,
-        0 if job.result_ttl is None else int(job.result_ttl * 1000),
-    )
-
-
-def _unpack(blob: bytes, **fields: Any) -> Job:
-    (id_, queue, task, payload, serializer, headers, priority, max_retries, timeout, key,
-     result_ttl, created, chain) = msgpack.unpackb(blob, raw=False)
-    return Job(
-        id=id_, queue=queue, task=task, payload=payload, serializer=serializer,
-        headers=headers, priority=priority, max_retries=max_retries, timeout=timeout,
-        key=key, result_ttl=result_ttl, created_at=datetime.fromtimestamp(created, UTC),
-        chain=chain, **fields,
-    )
-
-
-def _job_from_hash(h: dict[bytes, bytes]) -> Job:
-    eta = h.get(b"e")
-    lu = h.get(b"lu")
-    sa = h.get(b"sa")
-    worker = h.get(b"w")
-    return _unpack(
-        h[b"d"],
-        state=_STATES.get(h.get(b"st", b"q"), "queued"),
-        eta=_dt(eta) if eta else None,
-        attempt=int(h.get(b"a", 0)),
-        failures=int(h.get(b"f", 0)),
-        lease_expiries=int(h.get(b"le", 0)),
-        lease_until=_dt(lu) if lu else None,
-        started_at=_dt(sa) if sa else None,
-        worker=worker.decode() if worker else None,
-        cancel_requested=h.get(b"c") == b"1",
-    )
-
-
-class _Keys:
-    """The key names of one queue."""
-
-    __slots__ = ("dead", "jobs", "keys", "new", "ready", "res", "results", "run", "sched",
-                 "tag")
-
-    def __init__(self, prefix: str, queue: str) -> None:
-        tag = f"{{{prefix}:{queue}}}"
-        self.tag = f"{tag}:"
-        self.new = f"{prefix}:new:{queue}"
-        self.ready = f"{tag}:ready"
-        self.sched = f"{tag}:sched"
-        self.run = f"{tag}:run"
-        self.dead = f"{tag}:dead"
-        self.res = f"{tag}:res"
-        self.keys = f"{tag}:keys"
-        self.jobs = f"{tag}:j:"
-        self.results = f"{tag}:r:"
 
 
 class _Script:
@@ -351,11 +269,6 @@ class RedisBackend(Backend):
     async def _on_connection(self, conn: Any) -> None:
         """Runs on every new connection: a changed or missing marker means data loss."""
         await conn.on_connect()
-        writer = getattr(conn, "_writer", None)
-        if writer is not None:
-            # drain() then waits until a big request is wholly in the kernel, so the
-            # server starts on it while this process builds the next one.
-            writer.transport.set_write_buffer_limits(high=0)
         await conn.send_command("GET", self._marker_key)
         await self._check_marker(await conn.read_response(), conn)
 
@@ -519,6 +432,23 @@ class RedisBackend(Backend):
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
+        if len(by_queue) == 1 and len(jobs) > _SUB_BATCH and not self._is_cluster:
+            queue = jobs[0].queue
+            async with _Errors(self, "enqueue"):
+                if queue not in self._registered:
+                    await self._client.sadd(self._queues_key, queue)
+                    self._registered.add(queue)
+                try:
+                    raw_ids = await self._stream_enqueue(self._k(queue), jobs)
+                except rexc.ConnectionError:  # once more, the usual way (idempotent by id)
+                    k = self._k(queue)
+                    raw_ids = await self._run(
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb([_entry(j) for j in jobs]))
+                    )
+            ids = [raw.decode() for raw in raw_ids]
+            for job_id in ids:
+                self._remember(job_id, queue)
+            return ids
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
@@ -537,6 +467,42 @@ class RedisBackend(Backend):
                 out[i] = job_id
                 self._remember(job_id, queue)
         return out
+
+    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[bytes]:
+        """Enqueue one queue's jobs in sub-batches over one connection: each sub-batch is
+        sent as soon as it is packed, so the server runs it while the next one is packed;
+        the replies are read afterwards, in order (one connection keeps the order)."""
+        script = self._scripts["ENQUEUE"]
+        for attempt in (1, 2):
+            pool = self._client.connection_pool
+            try:
+                conn = await pool.get_connection()
+            except TypeError:  # redis-py < 5.3 wants a command name
+                conn = await pool.get_connection("EVALSHA")
+            try:
+                sent = 0
+                for start in range(0, len(jobs), _SUB_BATCH):
+                    payload = _packb([_entry(j) for j in jobs[start : start + _SUB_BATCH]])
+                    await conn.send_command(
+                        "EVALSHA", script.sha, 1, k.ready, k.tag, k.new, payload
+                    )
+                    sent += 1
+                out: list[bytes] = []
+                for _ in range(sent):
+                    out += await conn.read_response()
+                return out
+            except rexc.NoScriptError:
+                # Not one sub-batch ran (the script was missing for all of them): load it.
+                await conn.disconnect()
+                if attempt == 2:
+                    raise
+                await self._client.script_load(script.source)
+            except BaseException:
+                await conn.disconnect()
+                raise
+            finally:
+                await pool.release(conn)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ consuming
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
@@ -805,30 +771,3 @@ class RedisBackend(Backend):
                 if ok:
                     return True
         return False
-
-
-def _redis_url(url: str) -> tuple[str, str]:
-    """The URL redis-py understands, and a form safe to show (no password)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "redis+unix":
-        parts = parts._replace(scheme="unix")
-    elif scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"not a Redis URL: {url!r}; use redis://host:6379/0, rediss://host:6380/0 or "
-            "redis+unix:///path/to/redis.sock?db=0"
-        )
-    shown = parts
-    if parts.password:
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        shown = parts._replace(netloc=f"{user}:***@{netloc}")
-    return _join(parts), _join(shown)
-
-
-def _join(parts: Any) -> str:
-    if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
-        query = f"?{parts.query}" if parts.query else ""
-        return f"unix://{parts.netloc}{parts.path}{query}"
-    return str(urlunsplit(parts))
-

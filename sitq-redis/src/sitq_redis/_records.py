@@ -1,0 +1,97 @@
+"""How jobs travel to and from the scripts: msgpack records, key names, times in ms."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+from sitq.job import Job
+
+_STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _dt(ms: Any) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+# Redis's cmsgpack predates the bin type: bytes go as raw strings (Lua sees strings).
+_packb = functools.partial(msgpack.packb, use_bin_type=False)
+
+
+def _pack(job: Job) -> bytes:
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [job.id, job.queue, job.task, job.payload, job.serializer, job.headers, job.priority,
+         job.max_retries, job.timeout, job.key, job.result_ttl, job.created_at.timestamp(),
+         job.chain],
+        use_bin_type=True,
+    )
+
+
+def _entry(job: Job) -> tuple[Any, ...]:
+    """What the ENQUEUE script takes for one job (see _scripts.ENQUEUE)."""
+    eta = job.eta
+    order = _ms(eta) if eta is not None else _ms(job.created_at)
+    if eta is None and not job.priority and job.key is None and job.result_ttl is None:
+        return (job.id, _pack(job), order)
+    return (
+        job.id, _pack(job), order, job.priority,
+        0 if eta is None else order,
+        "" if job.key is None else job.key,
+        0 if job.result_ttl is None else int(job.result_ttl * 1000),
+    )
+
+
+def _unpack(blob: bytes, **fields: Any) -> Job:
+    (id_, queue, task, payload, serializer, headers, priority, max_retries, timeout, key,
+     result_ttl, created, chain) = msgpack.unpackb(blob, raw=False)
+    return Job(
+        id=id_, queue=queue, task=task, payload=payload, serializer=serializer,
+        headers=headers, priority=priority, max_retries=max_retries, timeout=timeout,
+        key=key, result_ttl=result_ttl, created_at=datetime.fromtimestamp(created, UTC),
+        chain=chain, **fields,
+    )
+
+
+def _job_from_hash(h: dict[bytes, bytes]) -> Job:
+    eta = h.get(b"e")
+    lu = h.get(b"lu")
+    sa = h.get(b"sa")
+    worker = h.get(b"w")
+    return _unpack(
+        h[b"d"],
+        state=_STATES.get(h.get(b"st", b"q"), "queued"),
+        eta=_dt(eta) if eta else None,
+        attempt=int(h.get(b"a", 0)),
+        failures=int(h.get(b"f", 0)),
+        lease_expiries=int(h.get(b"le", 0)),
+        lease_until=_dt(lu) if lu else None,
+        started_at=_dt(sa) if sa else None,
+        worker=worker.decode() if worker else None,
+        cancel_requested=h.get(b"c") == b"1",
+    )
+
+
+class _Keys:
+    """The key names of one queue."""
+
+    __slots__ = ("dead", "jobs", "keys", "new", "ready", "res", "results", "run", "sched",
+                 "tag")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        tag = f"{{{prefix}:{queue}}}"
+        self.tag = f"{tag}:"
+        self.new = f"{prefix}:new:{queue}"
+        self.ready = f"{tag}:ready"
+        self.sched = f"{tag}:sched"
+        self.run = f"{tag}:run"
+        self.dead = f"{tag}:dead"
+        self.res = f"{tag}:res"
+        self.keys = f"{tag}:keys"
+        self.jobs = f"{tag}:j:"
+        self.results = f"{tag}:r:"
