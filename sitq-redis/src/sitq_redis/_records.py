@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+
 from sitq.job import Job
 
 _STATES = {b"q": "queued", b"r": "running", b"f": "failed"}
