@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from .errors import PayloadTooLarge, SerializationError, TaskNotFound
-from .result import Result, result_fields, result_from_fields
+from .result import RESULT_FIELDS, Result, result_fields, result_from_fields
 from .serializers import Serializer, Signer
 
 MiB = 1024 * 1024
@@ -173,11 +173,13 @@ def encode_result(result: Result[Any], serializer: Serializer, signer: Signer) -
 
 
 def encode_result_meta(
-    meta: dict[str, Any], value: Any, serializer: Serializer, signer: Signer
+    meta: list[Any], value: Any, serializer: Serializer, signer: Signer
 ) -> bytes:
-    """:func:`encode_result` from :func:`~sitq.result.result_meta` (the worker's path)."""
-    meta["z"] = serializer.name
-    meta["v"] = None if meta["s"] != "success" else serializer.dumps(value)
+    """:func:`encode_result` from :func:`~sitq.result.result_meta` (the worker's path).
+
+    A ``None`` value is stored as no value at all (it reads back as ``None``)."""
+    meta.append(serializer.name)
+    meta.append(None if value is None or meta[1] != "success" else serializer.dumps(value))
     packed: bytes = msgpack.packb(meta, use_bin_type=True)
     return signer.sign(packed)
 
@@ -187,11 +189,14 @@ def decode_result(
 ) -> Result[Any]:
     body = signer.verify(data, "result")
     try:
-        meta = msgpack.unpackb(body, raw=False)
-        value_bytes = meta.pop("v")
+        record = msgpack.unpackb(body, raw=False)
+        if not isinstance(record, list) or len(record) != len(RESULT_FIELDS) + 2:
+            raise ValueError("not a sitq result record")
+        meta = dict(zip(RESULT_FIELDS, record, strict=False))
+        name, value_bytes = record[-2], record[-1]
         value = None
         if value_bytes is not None:
-            value = serializer_for(meta["z"]).loads(value_bytes)
+            value = serializer_for(name).loads(value_bytes)
         return result_from_fields(meta, value)
     except SerializationError:
         raise

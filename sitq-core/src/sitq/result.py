@@ -99,29 +99,27 @@ def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+#: Positions of the stored metadata (a msgpack array: cheaper to pack than a map), followed
+#: by the serializer name and the serialized value.
+RESULT_FIELDS = ("id", "s", "e", "t", "a", "n", "q", "eq", "st", "fi", "w")
+
+
 def result_meta(
     job_id: str, status: str, error: ErrorInfo | None, traceback: str | None, attempts: int,
     task: str | None, queue: str | None, enqueued_at: float | None, started_at: float | None,
     finished_at: float | None, worker: str | None,
-) -> dict[str, Any]:
-    """The stored metadata of a result (everything but the value); times are epoch
-    seconds. Workers build it directly, without a :class:`Result` in between."""
-    return {
-        "id": job_id,
-        "s": status,
-        "e": None if error is None else [error.type, error.message, error.module],
-        "t": traceback,
-        "a": attempts,
-        "n": task,
-        "q": queue,
-        "eq": enqueued_at,
-        "st": started_at,
-        "fi": finished_at,
-        "w": worker,
-    }
+) -> list[Any]:
+    """The stored metadata of a result (everything but the value), in
+    :data:`RESULT_FIELDS` order; times are epoch seconds. Workers build it directly,
+    without a :class:`Result` in between."""
+    return [
+        job_id, status,
+        None if error is None else [error.type, error.message, error.module],
+        traceback, attempts, task, queue, enqueued_at, started_at, finished_at, worker,
+    ]
 
 
-def result_fields(result: Result[Any]) -> dict[str, Any]:
+def result_fields(result: Result[Any]) -> list[Any]:
     """Plain metadata of a result (everything but the value), for storage."""
     return result_meta(
         result.id, result.status, result.error, result.traceback, result.attempts,
