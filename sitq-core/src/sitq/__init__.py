@@ -29,10 +29,20 @@ from .job import Job, JobOptions
 from .queue import JobInfo, Task, TaskQueue
 from .result import ErrorInfo, Result
 from .serializers import Serializer
-from .sync import SyncTaskQueue
 from .worker import JobCall, Worker, create_worker
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # SyncTaskQueue pulls in anyio's blocking portal: imported on first use only, so
+    # async-only programs and `sitq worker` start faster.
+    if name == "SyncTaskQueue":
+        from .sync import SyncTaskQueue
+
+        return SyncTaskQueue
+    raise AttributeError(f"module 'sitq' has no attribute {name!r}")
+
 
 __all__ = [
     "Backend",

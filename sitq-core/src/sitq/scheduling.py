@@ -23,8 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from ._codec import task_name
 from .errors import ConfigurationError, InvalidCron
 from .job import JobOptions, aware_utc, utcnow
@@ -57,6 +55,8 @@ class Schedule:
     default_queue: str | None = None
 
     def __post_init__(self) -> None:
+        from croniter import croniter  # imported when a schedule is declared
+
         if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
             raise InvalidCron(
                 f"schedule {self.name!r}: {self.expression!r} is not a valid cron expression; "
@@ -77,6 +77,8 @@ class Schedule:
     def next_after(self, moment: datetime) -> datetime:
         """The first tick strictly after ``moment`` (aware), in UTC."""
         local = aware_utc(moment, "moment").astimezone(self.zone)
+        from croniter import croniter
+
         tick: datetime = croniter(self.expression, local).get_next(datetime)
         return tick.astimezone(UTC)
 
