@@ -28,6 +28,7 @@ producer's ``created_at``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -202,6 +203,7 @@ class SQLiteBackend(Backend):
         self._db: Any = None
         self._next_purge = 0.0
         self._ops: list[_Op] = []
+        self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -251,36 +253,90 @@ class SQLiteBackend(Backend):
             await self.connect()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append(_Op(body, args, claim, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="sitq-sqlite-writes")
+        if not self._flushing:
+            # Nothing in flight: hand this step to the connection thread now, not from a
+            # task (a task starts only after every ready job of the loop has run, and a
+            # worker's next claim must overlap with the jobs it just started). The
+            # flusher task then owns the step: cancelling a waiter never loses it.
+            self._flushing = True
+            ops = self._take_group()
+            self._flusher = asyncio.create_task(
+                self._flush(ops, self._dispatch(self._group, ops)), name="sitq-sqlite-writes"
+            )
         return await future
 
-    async def _flush(self) -> None:
-        """Run waiting steps, a group per transaction, until none are left."""
-        while self._ops:
-            ops, self._ops = self._ops[: self.max_group], self._ops[self.max_group :]
+    def _take_group(self) -> list[_Op]:
+        ops, self._ops = self._ops[: self.max_group], self._ops[self.max_group :]
+        return ops
+
+    def _dispatch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue ``fn(conn, *args)`` on the connection thread at once."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._db._tx.put_nowait((future, functools.partial(fn, self._db._conn, *args)))
+        return future
+
+    async def _flush(self, ops: list[_Op], running: asyncio.Future[Any]) -> None:
+        """Finish the group in flight, then run waiting steps a group per transaction."""
+        try:
+            while True:
+                await self._complete(ops, running)
+                if not self._ops:
+                    return
+                ops = self._take_group()
+                running = self._dispatch(self._group, ops)
+        finally:
+            self._flushing = False
+
+    async def _complete(self, ops: list[_Op], running: asyncio.Future[Any]) -> None:
+        """Wait for a group's transaction (retrying it while the database is busy) and
+        hand each step its outcome."""
+        deadline = 0.0
+        delay = 0.005
+        while True:
             try:
-                outcomes = await self._run(self._group, ops)
-            except BaseException as exc:
-                for op in ops:
-                    if not op.future.done():
-                        op.future.set_exception(
-                            exc if isinstance(exc, Exception) else BackendError(
-                                f"SQLite step interrupted on {self.path}: {exc!r}")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for op, (ok, value) in zip(ops, outcomes, strict=True):
-                if op.future.done():
+                outcomes = await running
+                break
+            except sqlite3.OperationalError as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_for
+                if _is_busy(exc) and now < deadline:
+                    log.debug("%s is busy (%s); retrying in %.3fs", self.path, exc, delay)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.25)
+                    running = self._dispatch(self._group, ops)
                     continue
-                if ok:
-                    op.future.set_result(value)
-                elif isinstance(value, sqlite3.Error):
-                    op.future.set_exception(
-                        BackendError(f"SQLite error on {self.path}: {value}"))
-                else:
-                    op.future.set_exception(value)
+                self._fail(ops, self._backend_error(exc))
+                return
+            except sqlite3.Error as exc:
+                self._fail(ops, self._backend_error(exc))
+                return
+            except Exception as exc:
+                self._fail(ops, exc)
+                return
+        for op, (ok, value) in zip(ops, outcomes, strict=True):
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(
+                    self._backend_error(value) if isinstance(value, sqlite3.Error) else value
+                )
+
+    def _backend_error(self, exc: sqlite3.Error) -> BackendError:
+        if _is_busy(exc):
+            return BackendError(
+                f"the SQLite database {self.path} stayed locked for {self._retry_for:.0f}s "
+                f"({exc}); another process holds a long write transaction. Raise "
+                "busy_timeout or find that process"
+            )
+        return BackendError(f"SQLite error on {self.path}: {exc}")
+
+    @staticmethod
+    def _fail(ops: list[_Op], exc: BaseException) -> None:
+        for op in ops:
+            if not op.future.done():
+                op.future.set_exception(exc)
 
     def _group(self, conn: sqlite3.Connection, ops: list[_Op]) -> list[tuple[bool, Any]]:
         """One transaction for ``ops`` (on the connection thread). A lone step's error
@@ -343,11 +399,11 @@ class SQLiteBackend(Backend):
                 f"cannot open the SQLite database {self.path}: {exc}. Check that the "
                 "directory exists and is writable"
             ) from exc
-        if not callable(getattr(db, "_execute", None)):  # pragma: no cover
+        if not (callable(getattr(db, "_execute", None)) and hasattr(db, "_tx")):  # pragma: no cover
             await db.close()
             raise BackendError(
                 f"this aiosqlite ({getattr(driver, '__version__', '?')}) lacks "
-                "Connection._execute, which sitq-sqlite relies on; install aiosqlite<1"
+                "Connection._execute/_tx, which sitq-sqlite relies on; install aiosqlite<1"
             )
         self._db = db
         try:
