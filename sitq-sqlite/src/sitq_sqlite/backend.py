@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+import orjson
+
 from sitq.backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
 from sitq.errors import BackendError, BackendUnavailable, NotInstalled
 from sitq.job import Job
@@ -72,19 +74,45 @@ _INSERT = (
     " result_ttl, created_at, key, live_key, serializer, task, headers, payload, chain)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_CLAIM = (
+_FENCE = "WHERE id = ? AND state = 'running' AND attempt = ?"
+
+# The hot paths send many jobs through ONE statement each: rows travel as a JSON array
+# (``json_each``) and blobs as one concatenated blob cut with ``substr`` (which returns a
+# BLOB for a BLOB). A statement that steps once needs the GIL only a few times; one that
+# steps per row needs it per row, and while the event loop runs Python the connection
+# thread waits up to the interpreter's switch interval (5 ms) for each, so per-row
+# statements serialise the two threads. Aggregated, the SQLite work overlaps the jobs.
+_INSERT_MANY = (
+    "INSERT INTO sitq_jobs (id, queue, state, priority, due, eta, max_retries, timeout,"
+    " result_ttl, created_at, key, live_key, serializer, task, headers, payload, chain)"
+    " SELECT v->>0, v->>1,"
+    " CASE WHEN coalesce(v->>3, ?1) > ?1 THEN 'scheduled' ELSE 'queued' END,"
+    " v->>2, coalesce(v->>3, ?1), v->>3, v->>4, v->>5, v->>6, v->>7, NULL, NULL,"
+    " v->>8, v->>9, v->>10, substr(?2, v->>11, v->>12),"
+    " CASE WHEN v->>13 IS NULL THEN NULL ELSE substr(?2, v->>13, v->>14) END"
+    " FROM (SELECT value AS v FROM json_each(?3))"
+)
+_CLAIM_COLUMNS_JSON = (
+    "json_array(e.key, j.id, j.queue, j.priority, j.eta, j.attempt, j.failures,"
+    " j.lease_expiries, j.max_retries, j.timeout, j.result_ttl, j.created_at,"
+    " j.cancel_requested, j.key, j.serializer, j.task, j.headers, hex(j.payload),"
+    " CASE WHEN j.chain IS NULL THEN NULL ELSE hex(j.chain) END)"
+)
+_CLAIMED_JSON = (
+    f"SELECT json_group_array({_CLAIM_COLUMNS_JSON}) FROM json_each(?) e"
+    " JOIN sitq_jobs j ON j.rowid = e.value"
+)
+_LEASE_ROWIDS = (
     "UPDATE sitq_jobs SET state = 'running', attempt = attempt + 1,"
     " lease_expiries = lease_expiries + (state = 'running'),"
     " lease_until = ?, started_at = ?, worker = ?"
-    " WHERE rowid IN (SELECT value FROM json_each(?)) RETURNING " + _COLUMNS
+    " WHERE rowid IN (SELECT value FROM json_each(?))"
 )
-_CLAIM_READY = (
-    "UPDATE sitq_jobs SET state = 'running', attempt = attempt + 1,"
-    " lease_until = ?, started_at = ?, worker = ?"
-    " WHERE rowid IN (SELECT rowid FROM sitq_jobs WHERE state = 'queued' AND queue = ?"
-    " ORDER BY priority DESC, due, rowid LIMIT ?) RETURNING " + _COLUMNS
+_PUT_RESULTS = (
+    "INSERT OR REPLACE INTO sitq_results (id, queue, expires_at, data)"
+    " SELECT value->>0, value->>1, ?1 + value->>2, substr(?2, value->>3, value->>4)"
+    " FROM json_each(?3)"
 )
-_FENCE = "WHERE id = ? AND state = 'running' AND attempt = ?"
 _PUT_RESULT = "INSERT OR REPLACE INTO sitq_results (id, queue, expires_at, data) VALUES (?,?,?,?)"
 
 
@@ -143,6 +171,56 @@ class _Op:
         self.args = args
         self.claim = claim
         self.future = future
+
+
+def _pack_jobs(jobs: Sequence[Job]) -> tuple[str, bytes]:
+    """Rows (JSON) and blobs (one concatenation) for :data:`_INSERT_MANY`."""
+    rows: list[list[Any]] = []
+    parts: list[bytes] = []
+    offset = 1
+    for job in jobs:
+        size = len(job.payload)
+        row = [
+            job.id, job.queue, job.priority,
+            None if job.eta is None else job.eta.timestamp(), job.max_retries, job.timeout,
+            job.result_ttl, job.created_at.timestamp(), job.serializer, job.task,
+            json.dumps(job.headers) if job.headers else None, offset, size,
+        ]
+        parts.append(job.payload)
+        offset += size
+        if job.chain is None:
+            row += [None, None]
+        else:
+            row += [offset, len(job.chain)]
+            parts.append(job.chain)
+            offset += len(job.chain)
+        rows.append(row)
+    return orjson.dumps(rows).decode(), b"".join(parts)
+
+
+def _claimed_jobs(
+    text: str | None, lease_until: datetime, started_at: datetime, worker: str
+) -> list[Job]:
+    """Jobs from a claim's JSON rows (built on the event loop, not the connection
+    thread), in claim order."""
+    if not text:
+        return []
+    rows = orjson.loads(text)
+    rows.sort(key=lambda row: row[0])
+    return [
+        Job(
+            job_id, queue, task, bytes.fromhex(payload), serializer,
+            json.loads(headers) if headers else {},
+            priority, None if eta is None else datetime.fromtimestamp(eta, UTC), attempt,
+            failures, lease_expiries, max_retries, timeout, key, result_ttl,
+            datetime.fromtimestamp(created_at, UTC),
+            None if chain is None else bytes.fromhex(chain), "running", lease_until,
+            worker, started_at, bool(cancel_requested),
+        )
+        for (_, job_id, queue, priority, eta, attempt, failures, lease_expiries, max_retries,
+             timeout, result_ttl, created_at, cancel_requested, key, serializer, task,
+             headers, payload, chain) in rows
+    ]
 
 
 def _transaction(conn: sqlite3.Connection, body: Callable[..., T], *args: Any) -> T:
@@ -448,7 +526,15 @@ class SQLiteBackend(Backend):
 
     # ------------------------------------------------------------------ enqueue
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
+        if len(jobs) > 1 and all(job.key is None for job in jobs):
+            rows, blob = _pack_jobs(jobs)  # built here, on the event loop
+            await self._write(self._enqueue_many_tx, rows, blob)
+            return [job.id for job in jobs]
         return await self._write(self._enqueue_tx, jobs)
+
+    @staticmethod
+    def _enqueue_many_tx(conn: sqlite3.Connection, now: float, rows: str, blob: bytes) -> None:
+        conn.execute(_INSERT_MANY, (now, blob, rows))
 
     def _enqueue_tx(self, conn: sqlite3.Connection, now: float, jobs: list[Job]) -> list[str]:
         rows = []
@@ -482,11 +568,11 @@ class SQLiteBackend(Backend):
     # ------------------------------------------------------------------ claim
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
         limit = min(limit, self.max_claim)
-        now, rows = await self._submit(self._claim_tx, (queues, limit, lease, worker), claim=True)
+        now, text = await self._submit(self._claim_tx, (queues, limit, lease, worker), claim=True)
         # Jobs are built here, after the transaction: the write lock (and the connection
         # thread) is held only for the SQL.
-        until, started = _dt(now + lease), _dt(now)
-        return [_row_job(row, until, started) for row in rows]
+        return _claimed_jobs(text, datetime.fromtimestamp(now + lease, UTC),
+                             datetime.fromtimestamp(now, UTC), worker)
 
     @staticmethod
     def _claimable(conn: sqlite3.Connection, queues: list[str], now: float) -> bool:
@@ -504,50 +590,45 @@ class SQLiteBackend(Backend):
     def _claim_tx(
         self, conn: sqlite3.Connection, now: float, queues: list[str], limit: int,
         lease: float, worker: str,
-    ) -> tuple[float, list[Sequence[Any]]]:
-        """Lease the jobs; returns the store's ``now`` and their rows, in claim order."""
-        picked: list[tuple[int, int, float, int]] = []  # (expired?, -priority, due, rowid)
+    ) -> tuple[float, str | None]:
+        """Lease the jobs; returns the store's ``now`` and the claimed rows as JSON text
+        (each row starts with its position in the claim order)."""
+        expired: list[int] = []
         for queue in queues:
             conn.execute(
                 "UPDATE sitq_jobs SET state = 'queued' WHERE state = 'scheduled'"
                 " AND queue = ? AND due <= ?", (queue, now),
             )
-            picked += [
-                (0, 0, 0.0, rowid) for (rowid,) in conn.execute(
-                    "SELECT rowid FROM sitq_jobs WHERE state = 'running' AND queue = ?"
-                    " AND lease_until <= ? ORDER BY lease_until LIMIT ?", (queue, now, limit),
-                )
-            ]
-        expired = len(picked)
+            expired += json.loads(conn.execute(
+                "SELECT json_group_array(rowid) FROM (SELECT rowid FROM sitq_jobs"
+                " WHERE state = 'running' AND queue = ? AND lease_until <= ?"
+                " ORDER BY lease_until LIMIT ?)", (queue, now, limit),
+            ).fetchone()[0])
         if not expired and len(queues) == 1:
-            # The common case in one statement: pick and lease the best queued jobs.
-            rows = conn.execute(
-                _CLAIM_READY + ", priority, due, rowid",
-                (now + lease, now, worker, queues[0], limit),
-            ).fetchall()
-            rows.sort(key=lambda row: (-row[-3], row[-2], row[-1]))
-            return now, [row[:-3] for row in rows]
-        if expired < limit:
-            for queue in queues:
-                picked += [
-                    (1, -priority, due, rowid) for rowid, priority, due in conn.execute(
-                        "SELECT rowid, priority, due FROM sitq_jobs WHERE state = 'queued'"
-                        " AND queue = ? ORDER BY priority DESC, due, rowid LIMIT ?",
-                        (queue, limit - expired),
-                    )
-                ]
-        if not picked:
-            return now, []
-        if len(queues) > 1:
+            # The common case: the best queued jobs, picked in one statement.
+            rowids: str = conn.execute(
+                "SELECT json_group_array(rowid) FROM (SELECT rowid FROM sitq_jobs"
+                " WHERE state = 'queued' AND queue = ? ORDER BY priority DESC, due, rowid"
+                " LIMIT ?)", (queues[0], limit),
+            ).fetchone()[0]
+        else:
+            picked = [(0, 0, 0.0, rowid) for rowid in expired[:limit]]
+            if len(picked) < limit:
+                for queue in queues:
+                    picked += [
+                        (1, -priority, due, rowid) for rowid, priority, due in conn.execute(
+                            "SELECT rowid, priority, due FROM sitq_jobs WHERE state = 'queued'"
+                            " AND queue = ? ORDER BY priority DESC, due, rowid LIMIT ?",
+                            (queue, limit - len(expired)),
+                        )
+                    ]
             picked.sort()
-        picked = picked[:limit]
-        order = {rowid: i for i, (*_, rowid) in enumerate(picked)}
-        rows = conn.execute(
-            _CLAIM + ", rowid",
-            (now + lease, now, worker, json.dumps(list(order))),
-        ).fetchall()
-        rows.sort(key=lambda row: order[row[-1]])
-        return now, [row[:-1] for row in rows]
+            rowids = json.dumps([rowid for *_, rowid in picked[:limit]])
+        if rowids == "[]":
+            return now, None
+        conn.execute(_LEASE_ROWIDS, (now + lease, now, worker, rowids))
+        text: str = conn.execute(_CLAIMED_JSON, (rowids,)).fetchone()[0]
+        return now, text
 
     # ------------------------------------------------------------------ leases, finish
     async def _extend(self, jobs: list[Job], lease: float) -> list[LeaseState]:
@@ -566,34 +647,54 @@ class SQLiteBackend(Backend):
         return states
 
     async def _finish(self, items: list[Finish]) -> list[bool]:
-        return await self._write(self._finish_tx, items)
+        # Built here, on the event loop: the ids to fence, and the successes' rows and
+        # result bytes for one aggregated INSERT.
+        ids = orjson.dumps([item.job.id for item in items]).decode()
+        rows: list[list[Any]] = []
+        parts: list[bytes] = []
+        offset = 1
+        for item in items:
+            if item.outcome == "success" and item.result is not None:
+                size = len(item.result)
+                rows.append([item.job.id, item.job.queue, self._ttl(item.job.result_ttl),
+                             offset, size])
+                parts.append(item.result)
+                offset += size
+        return await self._write(self._finish_tx, items, ids, rows, b"".join(parts))
 
-    def _finish_tx(self, conn: sqlite3.Connection, now: float, items: list[Finish]) -> list[bool]:
+    def _finish_tx(
+        self, conn: sqlite3.Connection, now: float, items: list[Finish], ids: str,
+        success_rows: list[list[Any]], blob: bytes,
+    ) -> list[bool]:
         # Fence the whole batch with one read: a job is finishable by the attempt that
         # holds its lease. Successes (the common case) then go in two set statements.
-        # (One aggregated row: every row a statement returns costs a GIL round trip.)
         live = json.loads(conn.execute(
             "SELECT json_group_object(id, attempt) FROM sitq_jobs"
             " WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running'",
-            (json.dumps([item.job.id for item in items]),),
+            (ids,),
         ).fetchone()[0])
         out = []
-        done: list[str] = []
+        done: list[list[Any]] = []
         results = []
+        rows = iter(success_rows)
         for item in items:
             job = item.job
             ok = live.pop(job.id, None) == job.attempt  # pop: a second finish is refused
             out.append(ok)
+            row = next(rows) if item.outcome == "success" and item.result is not None else None
             if not ok:
                 continue
-            if item.outcome == "success":
-                done.append(job.id)
+            if row is not None:
+                done.append(row)
             elif item.outcome == "failed":
                 conn.execute(
                     "UPDATE sitq_jobs SET state = 'failed', failures = ?, lease_until = NULL,"
                     " live_key = NULL, expires_at = ? WHERE id = ?",
                     (job.failures, now + self._ttl(job.result_ttl), job.id),
                 )
+                if item.result is not None:
+                    results.append((job.id, job.queue, now + self._ttl(job.result_ttl),
+                                    item.result))
             elif item.outcome == "retry":
                 due = now + max(item.retry_delay, 0.0)
                 conn.execute(
@@ -607,13 +708,13 @@ class SQLiteBackend(Backend):
                     " due = min(due, ?), lease_until = NULL, worker = NULL WHERE id = ?",
                     (job.failures, now, job.id),
                 )
-            if item.result is not None and item.outcome in ("success", "failed"):
-                results.append((job.id, job.queue, now + self._ttl(job.result_ttl), item.result))
         if done:
+            text = json.dumps(done)
             conn.execute(
-                "DELETE FROM sitq_jobs WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(done),),
+                "DELETE FROM sitq_jobs WHERE id IN (SELECT value->>0 FROM json_each(?))",
+                (text,),
             )
+            conn.execute(_PUT_RESULTS, (now, blob, text))
         if results:
             conn.executemany(_PUT_RESULT, results)
         self._purge_expired(conn, now)
