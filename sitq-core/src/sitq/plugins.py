@@ -257,6 +257,19 @@ class Registry:
                 f"pip install --force-reinstall {dist}"
             ) from exc
 
+    def resolve_backend(self, backend: object, url: str, result_ttl: float) -> tuple[Backend, bool]:
+        """``backend`` as given (a :class:`Backend` instance: not owned) or built from
+        ``url`` (``backend`` is ``None`` or that URL: owned, closed by its user)."""
+        from .backend import Backend
+
+        if isinstance(backend, Backend):
+            return backend, False
+        if backend is None or isinstance(backend, str):
+            return self.backend(url, result_ttl=result_ttl), True
+        raise ConfigurationError(
+            f"backend must be a URL string or a Backend instance, got {backend!r}"
+        )
+
     def serializer(self, name: str) -> Serializer:
         """The shared instance of serializer ``name``."""
         cached = self._serializers.get(name)

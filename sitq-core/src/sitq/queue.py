@@ -304,16 +304,9 @@ class TaskQueue(BoundQueue):
                 "result_ttl": result_ttl,
             }
         )
-        if isinstance(backend, Backend):
-            self.backend = backend
-        elif backend is None or isinstance(backend, str):
-            self.backend = self.registry.backend(
-                self.settings.backend, result_ttl=self.settings.result_ttl
-            )
-        else:
-            raise ConfigurationError(
-                f"backend must be a URL string or a Backend instance, got {backend!r}"
-            )
+        self.backend, _ = self.registry.resolve_backend(
+            backend, self.settings.backend, self.settings.result_ttl
+        )
         if serializer is None or isinstance(serializer, str):
             self.serializer: Serializer = self.registry.serializer(self.settings.serializer)
         else:

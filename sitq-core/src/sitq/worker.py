@@ -195,12 +195,9 @@ class Worker:
             }
         )
         s = self.settings
-        if isinstance(backend, Backend):
-            self.backend = backend
-            self._owns_backend = False
-        else:
-            self.backend = self.registry.backend(s.backend, result_ttl=s.result_ttl)
-            self._owns_backend = True
+        self.backend, self._owns_backend = self.registry.resolve_backend(
+            backend, s.backend, s.result_ttl
+        )
         self.queues = list(s.queues)
         self.concurrency = s.concurrency
         self.lease = s.lease
