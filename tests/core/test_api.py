@@ -98,6 +98,55 @@ async def test_delay_option(queue: TaskQueue) -> None:
     assert timedelta(seconds=29) < info.eta - before < timedelta(seconds=31)
 
 
+async def test_repeated_enqueues_resolve_delay_and_context_per_call(mem_url: str) -> None:
+    """The per-(function, options) recipe is cached, but the delay and the captured
+    context belong to each call."""
+    ctx = ContextWrapper(ContextVarsPropagator(request_id))
+    async with TaskQueue(mem_url, context=ctx) as queue:
+        later = queue.options(delay=30)
+        token = request_id.set("first")
+        try:
+            first = await queue.backend.get_job(await later.enqueue(tasks.noop))
+        finally:
+            request_id.reset(token)
+        await asyncio.sleep(0.05)
+        second = await queue.backend.get_job(await later.enqueue(tasks.noop))
+        assert first is not None and second is not None
+        assert first.eta is not None and second.eta is not None
+        assert second.eta - first.eta >= timedelta(seconds=0.04)
+        assert first.headers == {"cv-request_id": '"first"'} and second.headers == {}
+
+
+async def test_changing_the_queue_settings_drops_cached_recipes(queue: TaskQueue) -> None:
+    first = await queue.backend.get_job(await queue.enqueue(tasks.add, 1, 2))
+    queue.serializer = PickleSerializer()
+    queue.default_queue = "elsewhere"
+    second = await queue.backend.get_job(await queue.enqueue(tasks.add, 1, 2))
+    assert first is not None and second is not None
+    assert (first.serializer, first.queue) == ("cloudpickle", "default")
+    assert (second.serializer, second.queue) == ("pickle", "elsewhere")
+
+
+def test_job_ids_after_fork_share_no_random_digits() -> None:
+    import os
+
+    from sitq.job import new_job_id
+
+    new_job_id()  # the parent has random digits in hand
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_job_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = new_job_id()
+    assert len(child) == len(parent) == 32
+    assert child[18:] != parent[18:]
+
+
 # --------------------------------------------------------------------- options
 async def test_options_is_a_bound_view(queue: TaskQueue) -> None:
     high = queue.options(queue="high", priority=5)
