@@ -199,3 +199,30 @@ async def test_due_ness_and_leases_follow_the_server_clock(redis_url: str) -> No
                                                 worker="behind")] == [behind.id]
         await b.purge()
         await b._client.delete(f"{prefix}:marker")
+
+
+async def test_a_job_sent_again_is_stored_once_on_every_enqueue_path(redis_url: str) -> None:
+    """A reply lost after the store ran makes the client send the same job again: one
+    plain job (its own connection, then the pool), a small batch and a streamed one."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        one = make_job("again")
+        assert await b.enqueue(one) == one.id  # registers the queue (the general path)
+        two = make_job("again")
+        assert await b.enqueue(two) == two.id  # a plain job of a known queue: ENQUEUE_ONE
+        assert await b.enqueue(two) == two.id
+        assert await b.enqueue_many([two]) == [two.id]
+        small = [make_job("again") for _ in range(3)]
+        big = [make_job("again") for _ in range(600)]
+        for _ in range(2):
+            assert await b.enqueue_many(small) == [j.id for j in small]
+            assert await b.enqueue_many(big) == [j.id for j in big]
+        assert (await b.stats(["again"]))["again"].queued == 605
+        claimed = await b.claim(["again"], limit=1, lease=30, worker="w")
+        assert [j.id for j in claimed] == [one.id]
+        assert await b.enqueue(one) == one.id  # sent again while it runs: not queued twice
+        stats = (await b.stats(["again"]))["again"]
+        assert (stats.queued, stats.running) == (604, 1)
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")
+

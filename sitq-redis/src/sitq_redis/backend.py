@@ -47,7 +47,7 @@ from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
-from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _packb, _unpack
+from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _pack, _packb, _plain, _unpack
 from ._url import _redis_url
 
 __all__ = ["DataLost", "RedisBackend"]
@@ -182,8 +182,8 @@ class RedisBackend(Backend):
         self._done = f"{prefix}:done:"
         self._scripts = {
             name: _Script(getattr(_scripts, name))
-            for name in ("ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL", "STATS", "PURGE",
-                         "DEAD", "REQUEUE")
+            for name in ("ENQUEUE_ONE", "ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL",
+                         "STATS", "PURGE", "DEAD", "REQUEUE")
         }
         self.data_loss_events = 0
         self._inflight: dict[_Errors, float] = {}
@@ -420,18 +420,25 @@ class RedisBackend(Backend):
             job = jobs[0]
             queue = job.queue
             k = self._k(queue)
-            args = (k.tag, k.new, _packb((_entry(job),)))
             async with _Errors(self, "enqueue"):
                 if queue not in self._registered:
                     await self._client.sadd(self._queues_key, queue)
                     self._registered.add(queue)
-                reply = await self._run("ENQUEUE", (k.ready,), args)
-            job_id: str = reply[0].decode()
+                if _plain(job):
+                    created = job.created_at.timestamp()
+                    await self._run("ENQUEUE_ONE", (k.ready,), (
+                        k.tag, k.new, job.id, _pack(job, created), int(created * 1000)))
+                    job_id = job.id
+                else:
+                    hits = await self._run(
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb((_entry(job),))))
+                    job_id = hits[1].decode() if hits else job.id
             self._remember(job_id, queue)
             return [job_id]
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
+        ids = [job.id for job in jobs]
         if len(by_queue) == 1 and len(jobs) > _SUB_BATCH and not self._is_cluster:
             queue = jobs[0].queue
             async with _Errors(self, "enqueue"):
@@ -439,15 +446,17 @@ class RedisBackend(Backend):
                     await self._client.sadd(self._queues_key, queue)
                     self._registered.add(queue)
                 try:
-                    raw_ids = await self._stream_enqueue(self._k(queue), jobs)
+                    hits = await self._stream_enqueue(self._k(queue), jobs)
                 except rexc.ConnectionError:  # once more, the usual way (idempotent by id)
                     k = self._k(queue)
-                    raw_ids = await self._run(
+                    hits = await self._run(
                         "ENQUEUE", (k.ready,), (k.tag, k.new, _packb([_entry(j) for j in jobs]))
                     )
-            ids = [raw.decode() for raw in raw_ids]
+            for i in range(0, len(hits), 2):
+                ids[int(hits[i]) - 1] = hits[i + 1].decode()
+            remember = self._remember
             for job_id in ids:
-                self._remember(job_id, queue)
+                remember(job_id, queue)
             return ids
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
@@ -460,18 +469,18 @@ class RedisBackend(Backend):
                 await self._client.sadd(self._queues_key, *new)
                 self._registered.update(new)
             replies = await self._gather(calls)
-        out: list[str] = [""] * len(jobs)
-        for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
-            for i, raw in zip(indexes, reply, strict=True):
-                job_id = raw.decode()
-                out[i] = job_id
-                self._remember(job_id, queue)
-        return out
+        for (queue, indexes), hits in zip(by_queue.items(), replies, strict=True):
+            for i in range(0, len(hits), 2):
+                ids[indexes[int(hits[i]) - 1]] = hits[i + 1].decode()
+            for i in indexes:
+                self._remember(ids[i], queue)
+        return ids
 
-    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[bytes]:
+    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[Any]:
         """Enqueue one queue's jobs in sub-batches over one connection: each sub-batch is
         sent as soon as it is packed, so the server runs it while the next one is packed;
-        the replies are read afterwards, in order (one connection keeps the order)."""
+        the replies are read afterwards, in order (one connection keeps the order).
+        Returns the idempotency-key hits as ENQUEUE does, positions counted in ``jobs``."""
         script = self._scripts["ENQUEUE"]
         for attempt in (1, 2):
             pool = self._client.connection_pool
@@ -480,16 +489,17 @@ class RedisBackend(Backend):
             except TypeError:  # redis-py < 5.3 wants a command name
                 conn = await pool.get_connection("EVALSHA")
             try:
-                sent = 0
-                for start in range(0, len(jobs), _SUB_BATCH):
+                starts = range(0, len(jobs), _SUB_BATCH)
+                for start in starts:
                     payload = _packb([_entry(j) for j in jobs[start : start + _SUB_BATCH]])
                     await conn.send_command(
                         "EVALSHA", script.sha, 1, k.ready, k.tag, k.new, payload
                     )
-                    sent += 1
-                out: list[bytes] = []
-                for _ in range(sent):
-                    out += await conn.read_response()
+                out: list[Any] = []
+                for start in starts:
+                    hits = await conn.read_response()
+                    for i in range(0, len(hits), 2):
+                        out += (int(hits[i]) + start, hits[i + 1])
                 return out
             except rexc.NoScriptError:
                 # Not one sub-batch ran (the script was missing for all of them): load it.
