@@ -210,6 +210,7 @@ async def test_a_job_sent_again_is_stored_once_on_every_enqueue_path(redis_url: 
         assert await b.enqueue(one) == one.id  # registers the queue (the general path)
         two = make_job("again")
         assert await b.enqueue(two) == two.id  # a plain job of a known queue: ENQUEUE_ONE
+        assert b._conn is not None  # ...over the producer's own connection
         assert await b.enqueue(two) == two.id
         assert await b.enqueue_many([two]) == [two.id]
         small = [make_job("again") for _ in range(3)]
@@ -226,3 +227,31 @@ async def test_a_job_sent_again_is_stored_once_on_every_enqueue_path(redis_url: 
         await b.purge()
         await b._client.delete(f"{prefix}:marker")
 
+
+async def test_concurrent_single_enqueues_share_the_producer_connection(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        await b.enqueue(make_job("conc"))
+        jobs = [make_job("conc") for _ in range(200)]
+        ids = await asyncio.gather(*(b.enqueue(j) for j in jobs))  # most take the pool
+        assert ids == [j.id for j in jobs]
+        assert (await b.stats(["conc"]))["conc"].queued == 201
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")
+
+
+async def test_single_enqueue_survives_a_killed_producer_connection(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        await b.enqueue(make_job("kill"))
+        await b.enqueue(make_job("kill"))
+        conn = b._conn
+        await conn.send_command("CLIENT", "ID")
+        conn_id = await conn.read_response()
+        assert await b._client.client_kill_filter(_id=conn_id) == 1
+        job = make_job("kill")
+        assert await b.enqueue(job) == job.id  # the dead connection: once more, the usual way
+        assert await b.enqueue(make_job("kill"))  # and the next one reconnects
+        assert (await b.stats(["kill"]))["kill"].queued == 4
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")

@@ -93,6 +93,13 @@ class _Errors:
         self.task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> None:
+        self.enter()
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self.leave(kind, exc)
+
+    def enter(self) -> None:
+        """What ``async with`` does on entry (a hot path calls it without the coroutine)."""
         backend = self.backend
         if backend.command_timeout:
             task = self.task = asyncio.current_task()
@@ -101,7 +108,8 @@ class _Errors:
                 if backend._watchdog is None:
                     backend._start_watchdog()
 
-    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def leave(self, kind: Any, exc: Any) -> None:
+        """What ``async with`` does on exit: raises sitq's error for a redis-py one."""
         backend = self.backend
         if self.task is not None:
             backend._inflight.pop(self, None)
@@ -174,6 +182,10 @@ class RedisBackend(Backend):
         self._marker: bytes | None = None
         self._token = os.urandom(12).hex().encode()
         self._notifier: Notifier | None = None
+        #: The producer's own connection (standalone servers): single enqueues go over it
+        #: without a trip through the pool; ``_conn_busy`` while one is on it.
+        self._conn: Any = None
+        self._conn_busy = False
         self._jobs_event: asyncio.Event | None = None
         self._job_channels: set[bytes] = set()
         self._next_due: float | None = None
@@ -334,6 +346,12 @@ class RedisBackend(Backend):
             self._notifier = None
         self._jobs_event = None
         self._job_channels.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.disconnect()
+            except Exception:
+                pass
         if self._client is not None and self._owns_client:
             client, self._client = self._client, None
             try:
@@ -356,6 +374,12 @@ class RedisBackend(Backend):
         conn = conn_class(**kwargs)
         await conn.connect()
         return conn
+
+    def _connection(self) -> Any:
+        """A connection like the client's pool makes (same class and settings, so a new
+        one runs the data-loss check too), but outside the pool; it connects on first use."""
+        pool = self._client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
     def _notify(self) -> Notifier:
         if self._notifier is None:
@@ -408,12 +432,49 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ producing
     async def enqueue(self, job: Job) -> str:
-        """One job: the common case, straight to the script (no list, no grouping)."""
+        """One job: the common case, straight to the script (no list, no grouping); a
+        plain job (see ``_plain``) of a known queue over the producer's own connection."""
         if job.eta is not None:
             job.eta = aware_utc(job.eta, "eta")
+        elif (job.key is None and not job.priority and job.result_ttl is None
+              and job.queue in self._registered and self._connected):
+            return await self._enqueue_one(job)
         if not self._connected:
             await self.connect()
         return (await self._enqueue([job]))[0]
+
+    async def _enqueue_one(self, job: Job) -> str:
+        """A plain job of a registered queue: ENQUEUE_ONE, over ``_conn`` when it is free
+        (a dead connection or a missing script: once more the usual way, which retries;
+        enqueue is idempotent by job id)."""
+        k = self._k(job.queue)
+        created = job.created_at.timestamp()
+        args = (k.tag, k.new, job.id, _pack(job, created), int(created * 1000))
+        guard = _Errors(self, "enqueue")
+        guard.enter()
+        try:
+            if self._conn_busy or self._is_cluster:
+                await self._run("ENQUEUE_ONE", (k.ready,), args)
+            else:
+                self._conn_busy = True
+                try:
+                    conn = self._conn
+                    if conn is None:
+                        conn = self._conn = self._connection()
+                    await conn.send_command(
+                        "EVALSHA", self._scripts["ENQUEUE_ONE"].sha, 1, k.ready, *args
+                    )
+                    await conn.read_response()
+                except (rexc.ConnectionError, rexc.TimeoutError, rexc.NoScriptError):
+                    await self._run("ENQUEUE_ONE", (k.ready,), args)
+                finally:
+                    self._conn_busy = False
+        except BaseException as exc:
+            guard.leave(type(exc), exc)
+            raise
+        guard.leave(None, None)
+        self._remember(job.id, job.queue)
+        return job.id
 
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
         if len(jobs) == 1:  # the common case, without the grouping
