@@ -7,6 +7,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 from ._codec import call_encoder, decode_result, encode_result, task_name
@@ -27,6 +28,8 @@ R = TypeVar("R")
 
 #: How many jobs ``enqueue_many`` sends per round trip.
 CHUNK = 1000
+#: The keyword arguments of a call made from a tuple (the encoder copies them).
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +91,11 @@ class BoundQueue:
         async def make() -> AsyncIterator[list[Job]]:
             chunk: list[Job] = []
             for item in calls:
-                if isinstance(item, Mapping):
-                    args: tuple[Any, ...] = ()
-                    kwargs: Mapping[str, Any] = item
+                if type(item) is tuple:  # the usual item, before the slower checks
+                    args: tuple[Any, ...] = item
+                    kwargs: Mapping[str, Any] = _NO_KWARGS
+                elif isinstance(item, Mapping):
+                    args, kwargs = (), item
                 elif isinstance(item, tuple | list):
                     args, kwargs = tuple(item), {}
                 else:
