@@ -209,7 +209,7 @@ async def test_a_job_sent_again_is_stored_once_on_every_enqueue_path(redis_url: 
         one = make_job("again")
         assert await b.enqueue(one) == one.id  # registers the queue (the general path)
         two = make_job("again")
-        assert await b.enqueue(two) == two.id  # a plain job of a known queue: ENQUEUE_ONE
+        assert await b.enqueue(two) == two.id  # a plain job of a known queue: ENQUEUE_PLAIN
         assert b._conn is not None  # ...over the producer's own connection
         assert await b.enqueue(two) == two.id
         assert await b.enqueue_many([two]) == [two.id]

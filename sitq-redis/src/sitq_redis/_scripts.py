@@ -36,19 +36,28 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-#: ARGV tag prefix, new-job channel, id, blob, order: one plain job (no eta, priority 0,
-#: no idempotency key, default result ttl), the common case, without the msgpack list.
-#: Writes what ENQUEUE writes for such a job. Returns 1, or 0 if the job exists already
-#: (the same job sent again after a lost reply).
-ENQUEUE_ONE = """
-local id, order = ARGV[3], ARGV[5]
-local jk = ARGV[1] .. 'j:' .. id
-if redis.call('EXISTS', jk) == 1 then return 0 end
-redis.call('HSET', jk, 'd', ARGV[4], 'o', order)
-local READY = KEYS[1]
-if redis.call('ZCARD', READY) == 0 then redis.call('PUBLISH', ARGV[2], '1') end
-redis.call('ZADD', READY, 0, string.format('%012x', tonumber(order)) .. id)
-return 1
+#: ARGV tag prefix, new-job channel, then (id, blob, order) for each job: plain jobs (no
+#: eta, priority 0, no idempotency key, default result ttl), the common case, as flat
+#: arguments (Redis parses them; no msgpack to decode). Writes what ENQUEUE writes for
+#: such jobs; a job that exists already (the same job sent again after a lost reply) is
+#: left as it is. Returns how many were new.
+ENQUEUE_PLAIN = """
+local jp, READY = ARGV[1] .. 'j:', KEYS[1]
+local ready = {}
+for i = 3, #ARGV, 3 do
+  local id, order = ARGV[i], ARGV[i + 2]
+  local jk = jp .. id
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('HSET', jk, 'd', ARGV[i + 1], 'o', order)
+    ready[#ready + 1] = 0
+    ready[#ready + 1] = string.format('%012x', tonumber(order)) .. id
+  end
+end
+if #ready > 0 then
+  if redis.call('ZCARD', READY) == 0 then redis.call('PUBLISH', ARGV[2], '1') end
+  redis.call('ZADD', READY, unpack(ready))
+end
+return #ready / 2
 """
 
 #: ARGV tag prefix, new-job channel, msgpack list of jobs, each

@@ -47,7 +47,20 @@ from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
-from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _pack, _packb, _plain, _unpack
+from ._records import (
+    _dt,
+    _entries,
+    _entry,
+    _job_from_hash,
+    _Keys,
+    _ms,
+    _pack,
+    _packb,
+    _plain,
+    _plain_command,
+    _resp_args,
+    _unpack,
+)
 from ._url import _redis_url
 
 __all__ = ["DataLost", "RedisBackend"]
@@ -186,6 +199,10 @@ class RedisBackend(Backend):
         #: without a trip through the pool; ``_conn_busy`` while one is on it.
         self._conn: Any = None
         self._conn_busy = False
+        #: Per queue: the start of an ENQUEUE_PLAIN call in the Redis protocol; and the
+        #: client's string encoding (see ``_plain_head``).
+        self._heads: dict[str, bytes] = {}
+        self._encoding = ("utf-8", "strict")
         self._jobs_event: asyncio.Event | None = None
         self._job_channels: set[bytes] = set()
         self._next_due: float | None = None
@@ -194,7 +211,7 @@ class RedisBackend(Backend):
         self._done = f"{prefix}:done:"
         self._scripts = {
             name: _Script(getattr(_scripts, name))
-            for name in ("ENQUEUE_ONE", "ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL",
+            for name in ("ENQUEUE_PLAIN", "ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL",
                          "STATS", "PURGE", "DEAD", "REQUEUE")
         }
         self.data_loss_events = 0
@@ -400,6 +417,15 @@ class RedisBackend(Backend):
                 del where[old]
         where[job_id] = queue
 
+    def _remember_all(self, ids: list[str], queue: str) -> None:
+        """``_remember`` for a batch of one queue's ids."""
+        where = self._where
+        if len(where) + len(ids) > _WHERE_MAX:
+            drop = len(where) + len(ids) - _WHERE_MAX // 2
+            for old in list(itertools.islice(where, drop)):
+                del where[old]
+        where.update(dict.fromkeys(ids, queue))
+
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
         client = self._client
@@ -444,29 +470,27 @@ class RedisBackend(Backend):
         return (await self._enqueue([job]))[0]
 
     async def _enqueue_one(self, job: Job) -> str:
-        """A plain job of a registered queue: ENQUEUE_ONE, over ``_conn`` when it is free
+        """A plain job of a registered queue: ENQUEUE_PLAIN, over ``_conn`` when it is free
         (a dead connection or a missing script: once more the usual way, which retries;
         enqueue is idempotent by job id)."""
         k = self._k(job.queue)
-        created = job.created_at.timestamp()
-        args = (k.tag, k.new, job.id, _pack(job, created), int(created * 1000))
         guard = _Errors(self, "enqueue")
         guard.enter()
         try:
             if self._conn_busy or self._is_cluster:
-                await self._run("ENQUEUE_ONE", (k.ready,), args)
+                await self._run_plain(k, job)
             else:
                 self._conn_busy = True
                 try:
                     conn = self._conn
                     if conn is None:
                         conn = self._conn = self._connection()
-                    await conn.send_command(
-                        "EVALSHA", self._scripts["ENQUEUE_ONE"].sha, 1, k.ready, *args
+                    await conn.send_packed_command(
+                        _plain_command(self._plain_head(k), 6, (job,), *self._encoding)
                     )
                     await conn.read_response()
                 except (rexc.ConnectionError, rexc.TimeoutError, rexc.NoScriptError):
-                    await self._run("ENQUEUE_ONE", (k.ready,), args)
+                    await self._run_plain(k, job)
                 finally:
                     self._conn_busy = False
         except BaseException as exc:
@@ -475,6 +499,22 @@ class RedisBackend(Backend):
         guard.leave(None, None)
         self._remember(job.id, job.queue)
         return job.id
+
+    async def _run_plain(self, k: _Keys, job: Job) -> None:
+        """ENQUEUE_PLAIN of one job the usual way (through the pool, with its retries)."""
+        created = job.created_at.timestamp()
+        await self._run("ENQUEUE_PLAIN", (k.ready,), (
+            k.tag, k.new, job.id, _pack(job, created), int(created * 1000)))
+
+    def _plain_head(self, k: _Keys) -> bytes:
+        """EVALSHA ENQUEUE_PLAIN 1 ready tag new, encoded as the client encodes strings."""
+        head = self._heads.get(k.ready)
+        if head is None:
+            encoder = self._client.get_encoder()
+            self._encoding = (encoder.encoding, encoder.encoding_errors)
+            head = self._heads[k.ready] = _resp_args(*(encoder.encode(arg) for arg in (
+                "EVALSHA", self._scripts["ENQUEUE_PLAIN"].sha, 1, k.ready, k.tag, k.new)))
+        return head
 
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
         if len(jobs) == 1:  # the common case, without the grouping
@@ -486,9 +526,7 @@ class RedisBackend(Backend):
                     await self._client.sadd(self._queues_key, queue)
                     self._registered.add(queue)
                 if _plain(job):
-                    created = job.created_at.timestamp()
-                    await self._run("ENQUEUE_ONE", (k.ready,), (
-                        k.tag, k.new, job.id, _pack(job, created), int(created * 1000)))
+                    await self._run_plain(k, job)
                     job_id = job.id
                 else:
                     hits = await self._run(
@@ -496,12 +534,11 @@ class RedisBackend(Backend):
                     job_id = hits[1].decode() if hits else job.id
             self._remember(job_id, queue)
             return [job_id]
-        by_queue: dict[str, list[int]] = {}
-        for i, job in enumerate(jobs):
-            by_queue.setdefault(job.queue, []).append(i)
         ids = [job.id for job in jobs]
-        if len(by_queue) == 1 and len(jobs) > _SUB_BATCH and not self._is_cluster:
-            queue = jobs[0].queue
+        queue = jobs[0].queue
+        if len(jobs) > _SUB_BATCH and not self._is_cluster and all(
+            job.queue == queue for job in jobs
+        ):
             async with _Errors(self, "enqueue"):
                 if queue not in self._registered:
                     await self._client.sadd(self._queues_key, queue)
@@ -511,18 +548,19 @@ class RedisBackend(Backend):
                 except rexc.ConnectionError:  # once more, the usual way (idempotent by id)
                     k = self._k(queue)
                     hits = await self._run(
-                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb([_entry(j) for j in jobs]))
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb(_entries(jobs)))
                     )
             for i in range(0, len(hits), 2):
                 ids[int(hits[i]) - 1] = hits[i + 1].decode()
-            remember = self._remember
-            for job_id in ids:
-                remember(job_id, queue)
+            self._remember_all(ids, queue)
             return ids
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            entries = [_entry(jobs[i]) for i in indexes]
+            entries = _entries([jobs[i] for i in indexes])
             calls.append(("ENQUEUE", (k.ready,), (k.tag, k.new, _packb(entries))))
         new = [q for q in by_queue if q not in self._registered]
         async with _Errors(self, "enqueue"):
@@ -540,40 +578,51 @@ class RedisBackend(Backend):
     async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[Any]:
         """Enqueue one queue's jobs in sub-batches over one connection: each sub-batch is
         sent as soon as it is packed, so the server runs it while the next one is packed;
-        the replies are read afterwards, in order (one connection keeps the order).
+        the replies are read afterwards, in order (one connection keeps the order). A
+        sub-batch of plain jobs goes to ENQUEUE_PLAIN, any other to ENQUEUE.
         Returns the idempotency-key hits as ENQUEUE does, positions counted in ``jobs``."""
-        script = self._scripts["ENQUEUE"]
-        for attempt in (1, 2):
-            pool = self._client.connection_pool
-            try:
-                conn = await pool.get_connection()
-            except TypeError:  # redis-py < 5.3 wants a command name
-                conn = await pool.get_connection("EVALSHA")
-            try:
-                starts = range(0, len(jobs), _SUB_BATCH)
-                for start in starts:
-                    payload = _packb([_entry(j) for j in jobs[start : start + _SUB_BATCH]])
-                    await conn.send_command(
-                        "EVALSHA", script.sha, 1, k.ready, k.tag, k.new, payload
-                    )
-                out: list[Any] = []
-                for start in starts:
-                    hits = await conn.read_response()
-                    for i in range(0, len(hits), 2):
-                        out += (int(hits[i]) + start, hits[i + 1])
-                return out
-            except rexc.NoScriptError:
-                # Not one sub-batch ran (the script was missing for all of them): load it.
-                await conn.disconnect()
+        pool = self._client.connection_pool
+        try:
+            conn = await pool.get_connection()
+        except TypeError:  # redis-py < 5.3 wants a command name
+            conn = await pool.get_connection("EVALSHA")
+        try:
+            batches = [(start, jobs[start : start + _SUB_BATCH])
+                       for start in range(0, len(jobs), _SUB_BATCH)]
+            out: list[Any] = []
+            for attempt in (1, 2):
+                for _, batch in batches:
+                    if all(map(_plain, batch)):
+                        await conn.send_packed_command(_plain_command(
+                            self._plain_head(k), 6, batch, *self._encoding))
+                    else:
+                        await conn.send_command("EVALSHA", self._scripts["ENQUEUE"].sha, 1,
+                                                k.ready, k.tag, k.new, _packb(_entries(batch)))
+                missing = []
+                for start, batch in batches:
+                    try:
+                        reply = await conn.read_response()
+                    except rexc.NoScriptError:
+                        missing.append((start, batch))
+                        continue
+                    if isinstance(reply, list):  # ENQUEUE's idempotency-key hits
+                        for i in range(0, len(reply), 2):
+                            out += (int(reply[i]) + start, reply[i + 1])
+                if not missing:
+                    return out
                 if attempt == 2:
-                    raise
-                await self._client.script_load(script.source)
-            except BaseException:
-                await conn.disconnect()
-                raise
-            finally:
-                await pool.release(conn)
-        raise AssertionError("unreachable")
+                    raise rexc.NoScriptError("the enqueue scripts could not be loaded")
+                # A script was missing (SCRIPT FLUSH, a failover): load both, send those
+                # sub-batches again (the others are stored; order comes from the jobs).
+                for name in ("ENQUEUE_PLAIN", "ENQUEUE"):
+                    await self._client.script_load(self._scripts[name].source)
+                batches = missing
+            raise AssertionError("unreachable")
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     # ------------------------------------------------------------------ consuming
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
