@@ -7,7 +7,6 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
 from ._codec import call_encoder, decode_result, encode_result, task_name
@@ -28,8 +27,6 @@ R = TypeVar("R")
 
 #: How many jobs ``enqueue_many`` sends per round trip.
 CHUNK = 1000
-#: The keyword arguments of a call made from a tuple (the encoder copies them).
-_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +90,7 @@ class BoundQueue:
             for item in calls:
                 if type(item) is tuple:  # the usual item, before the slower checks
                     args: tuple[Any, ...] = item
-                    kwargs: Mapping[str, Any] = _NO_KWARGS
+                    kwargs: Mapping[str, Any] = {}
                 elif isinstance(item, Mapping):
                     args, kwargs = (), item
                 elif isinstance(item, tuple | list):
