@@ -582,10 +582,17 @@ class RedisBackend(Backend):
         sub-batch of plain jobs goes to ENQUEUE_PLAIN, any other to ENQUEUE.
         Returns the idempotency-key hits as ENQUEUE does, positions counted in ``jobs``."""
         pool = self._client.connection_pool
-        try:
-            conn = await pool.get_connection()
-        except TypeError:  # redis-py < 5.3 wants a command name
-            conn = await pool.get_connection("EVALSHA")
+        own = not self._conn_busy  # the producer's connection when it is free, else the pool's
+        if own:
+            self._conn_busy = True
+            if self._conn is None:
+                self._conn = self._connection()
+            conn = self._conn
+        else:
+            try:
+                conn = await pool.get_connection()
+            except TypeError:  # redis-py < 5.3 wants a command name
+                conn = await pool.get_connection("EVALSHA")
         try:
             batches = [(start, jobs[start : start + _SUB_BATCH])
                        for start in range(0, len(jobs), _SUB_BATCH)]
@@ -622,7 +629,10 @@ class RedisBackend(Backend):
             await conn.disconnect()
             raise
         finally:
-            await pool.release(conn)
+            if own:
+                self._conn_busy = False
+            else:
+                await pool.release(conn)
 
     # ------------------------------------------------------------------ consuming
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
