@@ -127,6 +127,20 @@ async def test_changing_the_queue_settings_drops_cached_recipes(queue: TaskQueue
     assert (second.serializer, second.queue) == ("pickle", "elsewhere")
 
 
+def test_new_job_matches_the_keyword_form() -> None:
+    import dataclasses
+
+    from sitq.job import Job, new_job
+
+    values: dict[str, Any] = dict(id="i", queue="q", task="t", payload=b"p", serializer="s",
+                  headers={"h": "v"}, priority=3, eta=datetime(2030, 1, 1, tzinfo=UTC),
+                  max_retries=2, timeout=1.5, key="k", result_ttl=60.0)
+    made = dataclasses.asdict(new_job(**values))
+    expected = dataclasses.asdict(Job(**values))
+    made.pop("created_at"), expected.pop("created_at")
+    assert made == expected
+
+
 def test_job_ids_after_fork_share_no_random_digits() -> None:
     import os
 

@@ -229,3 +229,25 @@ class Job:
 
 
 _DATETIME_FIELDS = ("eta", "created_at", "lease_until", "started_at")
+
+
+def new_job(
+    id: str,
+    queue: str,
+    task: str,
+    payload: bytes,
+    serializer: str,
+    headers: dict[str, str],
+    priority: int,
+    eta: datetime | None,
+    max_retries: int,
+    timeout: float | None,
+    key: str | None,
+    result_ttl: float | None,
+) -> Job:
+    """A new job (``attempt``, ``failures`` and ``lease_expiries`` 0, ``created_at`` now):
+    ``Job(...)`` with positional arguments, which is twice as fast as with these twelve
+    keywords (the producer's hot path). Keep in step with the field order above; a test
+    compares it with the keyword form."""
+    return Job(id, queue, task, payload, serializer, headers, priority, eta, 0, 0, 0,
+               max_retries, timeout, key, result_ttl)

@@ -14,7 +14,7 @@ from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import ConfigurationError, JobNotFound
-from .job import Job, JobOptions, new_job_id, utcnow
+from .job import Job, JobOptions, new_job, new_job_id, utcnow
 from .plugins import Registry, get_registry
 from .result import ErrorInfo, Result
 from .scheduling import Schedule, register_schedule
@@ -442,11 +442,11 @@ class TaskQueue(BoundQueue):
     ) -> Job:
         """The Job of one call (context captured and eta resolved now)."""
         r = self._recipe(func, opts)
-        return Job(
-            id=new_job_id(), queue=r.queue, task=r.name, payload=r.encode(args, kwargs),
-            serializer=r.serializer, headers=self.context.capture() if self.context else {},
-            priority=r.priority, eta=r.opts.resolve_eta() if r.timed else None,
-            max_retries=r.max_retries, timeout=r.timeout, key=r.key, result_ttl=r.result_ttl,
+        return new_job(
+            new_job_id(), r.queue, r.name, r.encode(args, kwargs), r.serializer,
+            self.context.capture() if self.context else {}, r.priority,
+            r.opts.resolve_eta() if r.timed else None, r.max_retries, r.timeout, r.key,
+            r.result_ttl,
         )
 
     def _job_maker(
@@ -461,11 +461,10 @@ class TaskQueue(BoundQueue):
         timeout, key, result_ttl = r.timeout, r.key, r.result_ttl
 
         def make(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> Job:
-            return Job(
-                id=new_job_id(), queue=queue, task=name, payload=encode(args, kwargs),
-                serializer=serializer_name, headers=dict(headers) if headers else {},
-                priority=priority, eta=eta, max_retries=max_retries, timeout=timeout, key=key,
-                result_ttl=result_ttl,
+            return new_job(
+                new_job_id(), queue, name, encode(args, kwargs), serializer_name,
+                dict(headers) if headers else {}, priority, eta, max_retries, timeout, key,
+                result_ttl,
             )
 
         return make
