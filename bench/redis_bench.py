@@ -468,13 +468,19 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
     key = f"raw:paired:{os.getpid()}"
     q = f"paired-{os.getpid()}"
     r = aioredis.Redis.from_url(url(db_raw))
+    # For reference only (not the target's baseline): LPUSH over one connection the client
+    # holds (redis-py's single_connection_client), without the pool's per-command check;
+    # sitq's single enqueue also goes over a connection its backend holds.
+    held = aioredis.Redis.from_url(url(db_raw), single_connection_client=True)
     one: list[float] = []
+    one_held: list[float] = []
     bulk: list[float] = []
-    rates: dict[str, list[float]] = {"sitq": [], "raw": []}
+    rates: dict[str, list[float]] = {"sitq": [], "raw": [], "held": []}
     async with TaskQueue(url(db_sitq)) as queue:
         bound = queue.options(queue=q)
         await bound.enqueue(noop)
         await r.lpush(key, PAYLOAD)
+        await held.lpush(key, PAYLOAD)
         for _ in range(max(1, n // block)):
             t = time.perf_counter()
             for _ in range(block):
@@ -484,9 +490,15 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
             for _ in range(block):
                 await r.lpush(key, PAYLOAD)
             raw_s = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(block):
+                await held.lpush(key, PAYLOAD)
+            held_s = time.perf_counter() - t
             one.append(raw_s / sitq_s)
+            one_held.append(held_s / sitq_s)
             rates["sitq"].append(block / sitq_s)
             rates["raw"].append(block / raw_s)
+            rates["held"].append(block / held_s)
         await queue.purge([q])
         await r.delete(key)
         for _ in range(7):  # each block is the bulk phase of the table: n jobs
@@ -506,6 +518,7 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
         await queue.purge([q])
         await r.delete(key)
     await r.aclose()
+    await held.aclose()
 
     def fmt(xs: list[float]) -> str:
         qs = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
@@ -516,7 +529,10 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
         f"* enqueue one by one vs LPUSH one by one ({block} per block): {fmt(one)}; "
         f"medians {statistics.median(rates['sitq']):,.0f} vs "
         f"{statistics.median(rates['raw']):,.0f} jobs/s\n"
-        f"* bulk enqueue vs pipelined LPUSH ({n:,} per block, chunks of 1,000): {fmt(bulk)}"
+        f"* bulk enqueue vs pipelined LPUSH ({n:,} per block, chunks of 1,000): {fmt(bulk)}\n"
+        f"* for reference, enqueue one by one vs LPUSH one by one over one held connection "
+        f"(single_connection_client): {fmt(one_held)}; "
+        f"median {statistics.median(rates['held']):,.0f} jobs/s"
     )
 
 
