@@ -2,6 +2,7 @@
 
     uv run --group bench python bench/redis_bench.py [--jobs 10000] [--rounds 3] [--rtt 300]
                                                      [--only sitq,raw,arq,saq,taskiq]
+                                                     [--paired-only]
 
 For every system, each round measures:
 
@@ -14,6 +15,10 @@ For every system, each round measures:
   one from a client;
 * round trip: ``--rtt`` sequential enqueue -> worker runs it -> client has the result,
   p50/p95/p99 (raw: LPUSH + BRPOP-ing worker + LPUSH reply + BRPOP-ing client).
+
+``--paired-only`` runs only the paired sitq/raw blocks (see :func:`paired`); with
+``PYTHONPATH`` pointing at another checkout's ``sitq-core/src`` and ``sitq-redis/src`` it
+measures that code instead (how RESULTS.md compares commits in one session).
 
 Figures are medians of ``--rounds`` rounds. Every system gets its own Redis database
 (``--db-base`` .. +4), which must be empty when the run starts; the run deletes what it
@@ -432,6 +437,13 @@ def table(results: dict[str, Figures], n: int) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.paired_only:
+        async with own_db(args.db_base), own_db(args.db_base + 1):
+            print(await paired(args.db_base, args.db_base + 1, args.jobs))
+        import sitq
+
+        print(f"sitq from {Path(sitq.__file__).parent}; load average {os.getloadavg()[0]:.2f}")
+        return
     systems = [s for s in args.only.split(",") if s]
     results: dict[str, Figures] = {s: Figures() for s in systems}
     started = os.getloadavg()
@@ -561,6 +573,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rtt", type=int, default=300)
     parser.add_argument("--only", default=",".join(SYSTEMS))
+    parser.add_argument("--paired-only", action="store_true")
     parser.add_argument("--db-base", type=int, default=10)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=int, help=argparse.SUPPRESS)
