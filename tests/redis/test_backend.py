@@ -255,3 +255,19 @@ async def test_single_enqueue_survives_a_killed_producer_connection(redis_url: s
         assert (await b.stats(["kill"]))["kill"].queued == 4
         await b.purge()
         await b._client.delete(f"{prefix}:marker")
+
+
+def test_plain_command_is_what_redis_py_would_send() -> None:
+    from redis.asyncio.connection import Connection
+
+    from sitq_redis._records import _pack, _plain_command, _resp_args
+
+    jobs = [make_job("q"), make_job("q")]
+    jobs[1].id = "ünïcode-id"
+    head = _resp_args(b"EVALSHA", b"0" * 40, b"1", b"{s:q}:ready", b"{s:q}:", b"s:new:q")
+    args: list[Any] = ["EVALSHA", "0" * 40, 1, "{s:q}:ready", "{s:q}:", "s:new:q"]
+    for job in jobs:
+        created = job.created_at.timestamp()
+        args += [job.id, _pack(job, created), int(created * 1000)]
+    expected = b"".join(Connection().pack_command(*args))
+    assert _plain_command(head, 6, jobs, "utf-8", "strict") == expected
