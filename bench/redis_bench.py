@@ -2,6 +2,7 @@
 
     uv run --group bench python bench/redis_bench.py [--jobs 10000] [--rounds 3] [--rtt 300]
                                                      [--only sitq,raw,arq,saq,taskiq]
+                                                     [--paired-only]
 
 For every system, each round measures:
 
@@ -14,6 +15,10 @@ For every system, each round measures:
   one from a client;
 * round trip: ``--rtt`` sequential enqueue -> worker runs it -> client has the result,
   p50/p95/p99 (raw: LPUSH + BRPOP-ing worker + LPUSH reply + BRPOP-ing client).
+
+``--paired-only`` runs only the paired sitq/raw blocks (see :func:`paired`); with
+``PYTHONPATH`` pointing at another checkout's ``sitq-core/src`` and ``sitq-redis/src`` it
+measures that code instead (how RESULTS.md compares commits in one session).
 
 Figures are medians of ``--rounds`` rounds. Every system gets its own Redis database
 (``--db-base`` .. +4), which must be empty when the run starts; the run deletes what it
@@ -432,6 +437,13 @@ def table(results: dict[str, Figures], n: int) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.paired_only:
+        async with own_db(args.db_base), own_db(args.db_base + 1):
+            print(await paired(args.db_base, args.db_base + 1, args.jobs))
+        import sitq
+
+        print(f"sitq from {Path(sitq.__file__).parent}; load average {os.getloadavg()[0]:.2f}")
+        return
     systems = [s for s in args.only.split(",") if s]
     results: dict[str, Figures] = {s: Figures() for s in systems}
     started = os.getloadavg()
@@ -468,13 +480,19 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
     key = f"raw:paired:{os.getpid()}"
     q = f"paired-{os.getpid()}"
     r = aioredis.Redis.from_url(url(db_raw))
+    # For reference only (not the target's baseline): LPUSH over one connection the client
+    # holds (redis-py's single_connection_client), without the pool's per-command check;
+    # sitq's single enqueue also goes over a connection its backend holds.
+    held = aioredis.Redis.from_url(url(db_raw), single_connection_client=True)
     one: list[float] = []
+    one_held: list[float] = []
     bulk: list[float] = []
-    rates: dict[str, list[float]] = {"sitq": [], "raw": []}
+    rates: dict[str, list[float]] = {"sitq": [], "raw": [], "held": []}
     async with TaskQueue(url(db_sitq)) as queue:
         bound = queue.options(queue=q)
         await bound.enqueue(noop)
         await r.lpush(key, PAYLOAD)
+        await held.lpush(key, PAYLOAD)
         for _ in range(max(1, n // block)):
             t = time.perf_counter()
             for _ in range(block):
@@ -484,9 +502,15 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
             for _ in range(block):
                 await r.lpush(key, PAYLOAD)
             raw_s = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(block):
+                await held.lpush(key, PAYLOAD)
+            held_s = time.perf_counter() - t
             one.append(raw_s / sitq_s)
+            one_held.append(held_s / sitq_s)
             rates["sitq"].append(block / sitq_s)
             rates["raw"].append(block / raw_s)
+            rates["held"].append(block / held_s)
         await queue.purge([q])
         await r.delete(key)
         for _ in range(7):  # each block is the bulk phase of the table: n jobs
@@ -506,6 +530,7 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
         await queue.purge([q])
         await r.delete(key)
     await r.aclose()
+    await held.aclose()
 
     def fmt(xs: list[float]) -> str:
         qs = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
@@ -516,7 +541,10 @@ async def paired(db_sitq: int, db_raw: int, n: int, block: int = 500) -> str:
         f"* enqueue one by one vs LPUSH one by one ({block} per block): {fmt(one)}; "
         f"medians {statistics.median(rates['sitq']):,.0f} vs "
         f"{statistics.median(rates['raw']):,.0f} jobs/s\n"
-        f"* bulk enqueue vs pipelined LPUSH ({n:,} per block, chunks of 1,000): {fmt(bulk)}"
+        f"* bulk enqueue vs pipelined LPUSH ({n:,} per block, chunks of 1,000): {fmt(bulk)}\n"
+        f"* for reference, enqueue one by one vs LPUSH one by one over one held connection "
+        f"(single_connection_client): {fmt(one_held)}; "
+        f"median {statistics.median(rates['held']):,.0f} jobs/s"
     )
 
 
@@ -545,6 +573,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rtt", type=int, default=300)
     parser.add_argument("--only", default=",".join(SYSTEMS))
+    parser.add_argument("--paired-only", action="store_true")
     parser.add_argument("--db-base", type=int, default=10)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=int, help=argparse.SUPPRESS)

@@ -98,6 +98,69 @@ async def test_delay_option(queue: TaskQueue) -> None:
     assert timedelta(seconds=29) < info.eta - before < timedelta(seconds=31)
 
 
+async def test_repeated_enqueues_resolve_delay_and_context_per_call(mem_url: str) -> None:
+    """The per-(function, options) recipe is cached, but the delay and the captured
+    context belong to each call."""
+    ctx = ContextWrapper(ContextVarsPropagator(request_id))
+    async with TaskQueue(mem_url, context=ctx) as queue:
+        later = queue.options(delay=30)
+        token = request_id.set("first")
+        try:
+            first = await queue.backend.get_job(await later.enqueue(tasks.noop))
+        finally:
+            request_id.reset(token)
+        await asyncio.sleep(0.05)
+        second = await queue.backend.get_job(await later.enqueue(tasks.noop))
+        assert first is not None and second is not None
+        assert first.eta is not None and second.eta is not None
+        assert second.eta - first.eta >= timedelta(seconds=0.04)
+        assert first.headers == {"cv-request_id": '"first"'} and second.headers == {}
+
+
+async def test_changing_the_queue_settings_drops_cached_recipes(queue: TaskQueue) -> None:
+    first = await queue.backend.get_job(await queue.enqueue(tasks.add, 1, 2))
+    queue.serializer = PickleSerializer()
+    queue.default_queue = "elsewhere"
+    second = await queue.backend.get_job(await queue.enqueue(tasks.add, 1, 2))
+    assert first is not None and second is not None
+    assert (first.serializer, first.queue) == ("cloudpickle", "default")
+    assert (second.serializer, second.queue) == ("pickle", "elsewhere")
+
+
+def test_new_job_matches_the_keyword_form() -> None:
+    import dataclasses
+
+    from sitq.job import Job, new_job
+
+    values: dict[str, Any] = dict(id="i", queue="q", task="t", payload=b"p", serializer="s",
+                  headers={"h": "v"}, priority=3, eta=datetime(2030, 1, 1, tzinfo=UTC),
+                  max_retries=2, timeout=1.5, key="k", result_ttl=60.0)
+    made = dataclasses.asdict(new_job(**values))
+    expected = dataclasses.asdict(Job(**values))
+    made.pop("created_at"), expected.pop("created_at")
+    assert made == expected
+
+
+def test_job_ids_after_fork_share_no_random_digits() -> None:
+    import os
+
+    from sitq.job import new_job_id
+
+    new_job_id()  # the parent has random digits in hand
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_job_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = new_job_id()
+    assert len(child) == len(parent) == 32
+    assert child[18:] != parent[18:]
+
+
 # --------------------------------------------------------------------- options
 async def test_options_is_a_bound_view(queue: TaskQueue) -> None:
     high = queue.options(queue="high", priority=5)

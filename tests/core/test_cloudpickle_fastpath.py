@@ -68,3 +68,12 @@ def test_modules_registered_by_value_are_respected() -> None:
     finally:
         cloudpickle.unregister_pickle_by_value(tasks)
     assert s.dumps(tasks.echo) == pickle.dumps(tasks.echo, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+
+def test_data_that_merely_mentions_main_still_uses_pickle() -> None:
+    s = CloudpickleSerializer()
+    for obj in (["domain__name"], {"x_main__": 1}):  # "main__", but neither module name
+        assert s.dumps(obj) == pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    for obj in ("__main__", ["__mp_main__"]):  # the names themselves: round trip still
+        assert s.loads(s.dumps(obj)) == obj

@@ -199,3 +199,75 @@ async def test_due_ness_and_leases_follow_the_server_clock(redis_url: str) -> No
                                                 worker="behind")] == [behind.id]
         await b.purge()
         await b._client.delete(f"{prefix}:marker")
+
+
+async def test_a_job_sent_again_is_stored_once_on_every_enqueue_path(redis_url: str) -> None:
+    """A reply lost after the store ran makes the client send the same job again: one
+    plain job (its own connection, then the pool), a small batch and a streamed one."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        one = make_job("again")
+        assert await b.enqueue(one) == one.id  # registers the queue (the general path)
+        two = make_job("again")
+        assert await b.enqueue(two) == two.id  # a plain job of a known queue: ENQUEUE_PLAIN
+        assert b._conn is not None  # ...over the producer's own connection
+        assert await b.enqueue(two) == two.id
+        assert await b.enqueue_many([two]) == [two.id]
+        small = [make_job("again") for _ in range(3)]
+        big = [make_job("again") for _ in range(600)]
+        for _ in range(2):
+            assert await b.enqueue_many(small) == [j.id for j in small]
+            assert await b.enqueue_many(big) == [j.id for j in big]
+        assert (await b.stats(["again"]))["again"].queued == 605
+        claimed = await b.claim(["again"], limit=1, lease=30, worker="w")
+        assert [j.id for j in claimed] == [one.id]
+        assert await b.enqueue(one) == one.id  # sent again while it runs: not queued twice
+        stats = (await b.stats(["again"]))["again"]
+        assert (stats.queued, stats.running) == (604, 1)
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")
+
+
+async def test_concurrent_single_enqueues_share_the_producer_connection(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        await b.enqueue(make_job("conc"))
+        jobs = [make_job("conc") for _ in range(200)]
+        ids = await asyncio.gather(*(b.enqueue(j) for j in jobs))  # most take the pool
+        assert ids == [j.id for j in jobs]
+        assert (await b.stats(["conc"]))["conc"].queued == 201
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")
+
+
+async def test_single_enqueue_survives_a_killed_producer_connection(redis_url: str) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    async with RedisBackend.from_url(redis_url, prefix=prefix) as b:
+        await b.enqueue(make_job("kill"))
+        await b.enqueue(make_job("kill"))
+        conn = b._conn
+        await conn.send_command("CLIENT", "ID")
+        conn_id = await conn.read_response()
+        assert await b._client.client_kill_filter(_id=conn_id) == 1
+        job = make_job("kill")
+        assert await b.enqueue(job) == job.id  # the dead connection: once more, the usual way
+        assert await b.enqueue(make_job("kill"))  # and the next one reconnects
+        assert (await b.stats(["kill"]))["kill"].queued == 4
+        await b.purge()
+        await b._client.delete(f"{prefix}:marker")
+
+
+def test_plain_command_is_what_redis_py_would_send() -> None:
+    from redis.asyncio.connection import Connection
+
+    from sitq_redis._records import _pack, _plain_command, _resp_args
+
+    jobs = [make_job("q"), make_job("q")]
+    jobs[1].id = "ünïcode-id"
+    head = _resp_args(b"EVALSHA", b"0" * 40, b"1", b"{s:q}:ready", b"{s:q}:", b"s:new:q")
+    args: list[Any] = ["EVALSHA", "0" * 40, 1, "{s:q}:ready", "{s:q}:", "s:new:q"]
+    for job in jobs:
+        created = job.created_at.timestamp()
+        args += [job.id, _pack(job, created), int(created * 1000)]
+    expected = b"".join(Connection().pack_command(*args))
+    assert _plain_command(head, 6, jobs, "utf-8", "strict") == expected

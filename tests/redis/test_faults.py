@@ -235,3 +235,11 @@ async def test_scripts_reload_after_script_flush(
         await backend._client.script_flush()
         await backend.enqueue_many([make_job("s") for _ in range(600)])  # the streamed path
         assert (await backend.stats(["s"]))["s"].queued == 1202
+        # Only one of the two enqueue scripts missing: a streamed batch whose plain
+        # sub-batches run and whose mixed one is refused, then sent again.
+        await backend._client.script_flush()
+        await backend.enqueue(make_job("s"))  # loads ENQUEUE_PLAIN alone
+        jobs = [make_job("s") for _ in range(600)]
+        jobs[300].key = "k"
+        assert await backend.enqueue_many(jobs) == [j.id for j in jobs]
+        assert (await backend.stats(["s"]))["s"].queued == 1803

@@ -176,7 +176,11 @@ class Backend(abc.ABC):
     # ------------------------------------------------------------------ producing
     async def enqueue(self, job: Job) -> str:
         """Store one job; returns its id (or the id of the live job holding its ``key``)."""
-        return (await self.enqueue_many([job]))[0]
+        if job.eta is not None:
+            job.eta = aware_utc(job.eta, "eta")
+        if not self._connected:
+            await self.connect()
+        return (await self._enqueue([job]))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         if not jobs:

@@ -21,6 +21,22 @@ JobState = Literal["queued", "running", "success", "failed"]
 _id_lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+_ms_hex = ""  # _last_ms in 12 hex digits
+#: Random hex digits for ids, drawn from ``os.urandom`` a few KiB at a time (one system
+#: call per 256 ids instead of one per id); 14 digits per id.
+_RANDOM_BYTES = 1792
+_random = ""
+_random_at = 0
+
+
+def _forget_random() -> None:
+    """After ``fork()`` the child must not hand out the parent's unused random digits."""
+    global _random, _random_at
+    _random, _random_at = "", 0
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
+    os.register_at_fork(after_in_child=_forget_random)
 
 
 def new_job_id() -> str:
@@ -29,17 +45,18 @@ def new_job_id() -> str:
     Ids made by one process sort in creation order; ids from different processes sort by
     millisecond.
     """
-    global _last_ms, _seq
+    global _last_ms, _seq, _ms_hex, _random, _random_at
     with _id_lock:
         now = time.time_ns() // 1_000_000
-        if now <= _last_ms:
-            now = _last_ms
+        if now > _last_ms:
+            _last_ms, _seq, _ms_hex = now, 0, f"{now:012x}"
+        else:  # the same millisecond (or the clock went back): keep order by sequence
             _seq += 1
-        else:
-            _last_ms = now
-            _seq = 0
-        seq = _seq
-    return f"{now:012x}{seq:06x}{os.urandom(7).hex()}"
+        at = _random_at
+        if at >= len(_random):
+            _random, at = os.urandom(_RANDOM_BYTES).hex(), 0
+        _random_at = at + 14
+        return f"{_ms_hex}{_seq:06x}{_random[at : at + 14]}"
 
 
 def utcnow() -> datetime:
@@ -212,3 +229,25 @@ class Job:
 
 
 _DATETIME_FIELDS = ("eta", "created_at", "lease_until", "started_at")
+
+
+def new_job(
+    id: str,
+    queue: str,
+    task: str,
+    payload: bytes,
+    serializer: str,
+    headers: dict[str, str],
+    priority: int,
+    eta: datetime | None,
+    max_retries: int,
+    timeout: float | None,
+    key: str | None,
+    result_ttl: float | None,
+) -> Job:
+    """A new job (``attempt``, ``failures`` and ``lease_expiries`` 0, ``created_at`` now):
+    ``Job(...)`` with positional arguments, which is twice as fast as with these twelve
+    keywords (the producer's hot path). Keep in step with the field order above; a test
+    compares it with the keyword form."""
+    return Job(id, queue, task, payload, serializer, headers, priority, eta, 0, 0, 0,
+               max_retries, timeout, key, result_ttl)

@@ -14,7 +14,7 @@ from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import ConfigurationError, JobNotFound
-from .job import Job, JobOptions, new_job_id, utcnow
+from .job import Job, JobOptions, new_job, new_job_id, utcnow
 from .plugins import Registry, get_registry
 from .result import ErrorInfo, Result
 from .scheduling import Schedule, register_schedule
@@ -61,7 +61,9 @@ class BoundQueue:
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
         """Enqueue ``func(*args, **kwargs)``; returns the job id."""
-        return await self._enqueue_call(func, args, kwargs, eta)
+        queue = self._queue
+        opts = self._opts if eta is None else self._opts.merge(eta=eta)
+        return await queue.backend.enqueue(queue._make_job(func, args, kwargs, opts))
 
     async def _enqueue_call(
         self,
@@ -86,9 +88,11 @@ class BoundQueue:
         async def make() -> AsyncIterator[list[Job]]:
             chunk: list[Job] = []
             for item in calls:
-                if isinstance(item, Mapping):
-                    args: tuple[Any, ...] = ()
-                    kwargs: Mapping[str, Any] = item
+                if type(item) is tuple:  # the usual item, before the slower checks
+                    args: tuple[Any, ...] = item
+                    kwargs: Mapping[str, Any] = {}
+                elif isinstance(item, Mapping):
+                    args, kwargs = (), item
                 elif isinstance(item, tuple | list):
                     args, kwargs = tuple(item), {}
                 else:
@@ -273,6 +277,36 @@ class _BoundTask:
         )
 
 
+#: How many (function, options) recipes a TaskQueue keeps.
+_RECIPES = 256
+#: TaskQueue attributes a recipe depends on: setting one drops the cached recipes.
+_RECIPE_INPUTS = frozenset({"serializer", "signer", "max_payload", "default_queue", "registry"})
+
+
+class _Recipe:
+    """What every job of one function with one set of options shares: the options
+    merged with the task's, the task name, the payload encoder and the fixed fields."""
+
+    __slots__ = ("encode", "func", "key", "max_retries", "name", "opts", "priority", "queue",
+                 "result_ttl", "serializer", "timed", "timeout")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        opts: JobOptions,
+        name: str,
+        encode: Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], bytes],
+        queue: str,
+        serializer: str,
+    ) -> None:
+        self.func, self.opts, self.name, self.encode = func, opts, name, encode
+        self.queue, self.serializer = queue, serializer
+        self.priority, self.max_retries = opts.priority or 0, opts.retries or 0
+        self.timeout, self.key, self.result_ttl = opts.timeout, opts.key, opts.result_ttl
+        #: Whether a job gets an eta (``eta=`` or a non-zero ``delay=``).
+        self.timed = opts.eta is not None or bool(opts.delay)
+
+
 class TaskQueue(BoundQueue):
     """The async producer: ``async with TaskQueue("redis://...") as queue: ...``.
 
@@ -294,6 +328,7 @@ class TaskQueue(BoundQueue):
         registry: Registry | None = None,
         settings: Settings | None = None,
     ) -> None:
+        self._recipes: dict[Any, _Recipe] = {}
         self.registry = registry or get_registry()
         self.settings = settings or load_settings(
             {
@@ -339,20 +374,31 @@ class TaskQueue(BoundQueue):
         return f"<TaskQueue {self.backend!r}>"
 
     # ------------------------------------------------------------------ jobs
-    def _make_job(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...] | list[Any],
-        kwargs: Mapping[str, Any],
-        opts: JobOptions,
-    ) -> Job:
-        return self._job_maker(func, opts)(args, kwargs)
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _RECIPE_INPUTS:  # the cached recipes were resolved with the old value
+            recipes: dict[Any, _Recipe] | None = self.__dict__.get("_recipes")
+            if recipes:
+                recipes.clear()
 
-    def _job_maker(
-        self, func: Callable[..., Any], opts: JobOptions
-    ) -> Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], Job]:
-        """Resolve options, serializer, encoding and context once for calls of ``func``;
-        returns a function building the Job of one call (``enqueue_many`` reuses it)."""
+    def _recipe(self, func: Callable[..., Any], opts: JobOptions) -> _Recipe:
+        """The :class:`_Recipe` of jobs of ``func`` with ``opts``, resolved once and kept
+        (up to ``_RECIPES`` of them): a plain ``enqueue`` then pays only for the call."""
+        recipes = self._recipes
+        try:
+            key: Any = (id(func), opts)
+            recipe = recipes.get(key)
+        except TypeError:  # an option value that cannot be hashed: resolve every time
+            return self._resolve(func, opts)
+        if recipe is None or recipe.func is not func:
+            recipe = self._resolve(func, opts)
+            if len(recipes) >= _RECIPES:
+                recipes.clear()
+            recipes[key] = recipe  # holds ``func``, so its id() is not reused meanwhile
+        return recipe
+
+    def _resolve(self, func: Callable[..., Any], opts: JobOptions) -> _Recipe:
+        """Resolve options, serializer and encoding for calls of ``func``."""
         if not callable(func):
             raise ConfigurationError(
                 f"enqueue needs a callable as its first argument, got {type(func).__name__} "
@@ -377,17 +423,41 @@ class TaskQueue(BoundQueue):
             else self.registry.serializer(opts.serializer)
         )
         name, encode = call_encoder(func, serializer, self.signer, self.max_payload)
+        return _Recipe(func, opts, name, encode, opts.queue or self.default_queue,
+                       serializer.name)
+
+    def _make_job(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: Mapping[str, Any],
+        opts: JobOptions,
+    ) -> Job:
+        """The Job of one call (context captured and eta resolved now)."""
+        r = self._recipe(func, opts)
+        return new_job(
+            new_job_id(), r.queue, r.name, r.encode(args, kwargs), r.serializer,
+            self.context.capture() if self.context else {}, r.priority,
+            r.opts.resolve_eta() if r.timed else None, r.max_retries, r.timeout, r.key,
+            r.result_ttl,
+        )
+
+    def _job_maker(
+        self, func: Callable[..., Any], opts: JobOptions
+    ) -> Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], Job]:
+        """A function building the Job of one call of ``func``; ``enqueue_many`` reuses it
+        (context captured and eta resolved once, for every job it builds)."""
+        r = self._recipe(func, opts)
+        name, encode, queue, serializer_name = r.name, r.encode, r.queue, r.serializer
         headers = self.context.capture() if self.context else None
-        queue, serializer_name = opts.queue or self.default_queue, serializer.name
-        priority, eta, max_retries = opts.priority or 0, opts.resolve_eta(), opts.retries or 0
-        timeout, key, result_ttl = opts.timeout, opts.key, opts.result_ttl
+        priority, eta, max_retries = r.priority, r.opts.resolve_eta(), r.max_retries
+        timeout, key, result_ttl = r.timeout, r.key, r.result_ttl
 
         def make(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> Job:
-            return Job(
-                id=new_job_id(), queue=queue, task=name, payload=encode(args, kwargs),
-                serializer=serializer_name, headers=dict(headers) if headers else {},
-                priority=priority, eta=eta, max_retries=max_retries, timeout=timeout, key=key,
-                result_ttl=result_ttl,
+            return new_job(
+                new_job_id(), queue, name, encode(args, kwargs), serializer_name,
+                dict(headers) if headers else {}, priority, eta, max_retries, timeout, key,
+                result_ttl,
             )
 
         return make

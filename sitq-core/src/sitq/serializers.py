@@ -89,7 +89,10 @@ class CloudpickleSerializer(PickleSerializer):
             except Exception:
                 pass
             else:
-                if b"__main__" not in fast and b"__mp_main__" not in fast:
+                # One search for what both names end with; the exact ones only on a hit.
+                if fast.find(b"main__") < 0 or (
+                    b"__main__" not in fast and b"__mp_main__" not in fast
+                ):
                     return fast
         data: bytes = self._dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return data

@@ -9,7 +9,7 @@ script): one argument to encode instead of seven per job.
 
 Times are the server's clock (``TIME``), in milliseconds. Job hash fields::
 
-    d   msgpack blob of the immutable fields (see backend._pack)
+    d   msgpack blob of the immutable fields (see _records._pack)
     st  q(ueued) | r(unning) | f(ailed, kept as a dead letter); absent = queued
     p   priority (absent = 0)
     o   order (ms): eta or created_at, sorts the ready set; every job has it
@@ -36,19 +36,50 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+#: ARGV tag prefix, new-job channel, then (id, blob, order) for each job: plain jobs (no
+#: eta, priority 0, no idempotency key, default result ttl), the common case, as flat
+#: arguments (Redis parses them; no msgpack to decode). Writes what ENQUEUE writes for
+#: such jobs; a job that exists already (the same job sent again after a lost reply) is
+#: left as it is. Returns how many were new.
+ENQUEUE_PLAIN = """
+local jp, READY = ARGV[1] .. 'j:', KEYS[1]
+local ready = {}
+for i = 3, #ARGV, 3 do
+  local id, order = ARGV[i], ARGV[i + 2]
+  local jk = jp .. id
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('HSET', jk, 'd', ARGV[i + 1], 'o', order)
+    ready[#ready + 1] = 0
+    ready[#ready + 1] = string.format('%012x', tonumber(order)) .. id
+  end
+end
+if #ready > 0 then
+  if redis.call('ZCARD', READY) == 0 then redis.call('PUBLISH', ARGV[2], '1') end
+  redis.call('ZADD', READY, unpack(ready))
+end
+return #ready / 2
+"""
+
 #: ARGV tag prefix, new-job channel, msgpack list of jobs, each
 #: [id, blob, order, priority, eta (0 = none), key ('' = none), ttl (0 = default)]
 #: (the last four may be left out: a plain job is [id, blob, order]).
-#: Returns the ids (the live holder's id for an idempotency-key hit).
+#: Returns the idempotency-key hits only, flat: {position (1-based), live holder's id, ...};
+#: every other job's id is its own.
 ENQUEUE = """
 local P = ARGV[1]
 local jp, READY = P .. 'j:', P .. 'ready'
 local now, first_eta = nil, nil
 local publish = false
-local out, ready = {}, {}
-for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local id, blob, order = j[1], j[2], j[3]
-  local prio, eta, key, ttl = j[4] or 0, j[5] or 0, j[6] or '', j[7] or 0
+local hits, ready = {}, {}
+local function plain(id, blob, order)  -- a job of three fields: the usual, short way
+  local jk = jp .. id
+  if redis.call('EXISTS', jk) == 0 then  -- else the same job, sent again
+    redis.call('HSET', jk, 'd', blob, 'o', order)
+    ready[#ready + 1] = 0
+    ready[#ready + 1] = string.format('%012x', order) .. id
+  end
+end
+local function full(n, id, blob, order, prio, eta, key, ttl)
   local jk = jp .. id
   local holder = nil
   if key ~= '' then
@@ -59,48 +90,56 @@ for _, j in ipairs(cmsgpack.unpack(ARGV[3])) do
     end
   end
   if holder then
-    out[#out + 1] = holder
-  elseif redis.call('EXISTS', jk) == 1 then
-    out[#out + 1] = id  -- the same job sent again after a lost reply
+    if holder ~= id then
+      hits[#hits + 1] = n
+      hits[#hits + 1] = holder
+    end
+    return
+  end
+  if redis.call('EXISTS', jk) == 1 then return end  -- the same job, sent again
+  local fields = {'d', blob, 'o', order}
+  if prio ~= 0 then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = prio
+  end
+  if key ~= '' then
+    fields[#fields + 1] = 'k'
+    fields[#fields + 1] = key
+    redis.call('HSET', P .. 'keys', key, id)
+  end
+  if ttl > 0 then
+    fields[#fields + 1] = 't'
+    fields[#fields + 1] = ttl
+  end
+  if eta > 0 then
+    fields[#fields + 1] = 'e'
+    fields[#fields + 1] = eta
+    if now == nil then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+  end
+  redis.call('HSET', jk, unpack(fields))
+  if eta > 0 and eta > now then
+    if first_eta == nil then
+      local first = redis.call('ZRANGE', P .. 'sched', 0, 0, 'WITHSCORES')
+      first_eta = first[2] and tonumber(first[2]) or math.huge
+    end
+    redis.call('ZADD', P .. 'sched', eta, id)
+    if eta < first_eta then
+      first_eta = eta
+      publish = true
+    end
   else
-    local fields = {'d', blob, 'o', order}
-    if prio ~= 0 then
-      fields[#fields + 1] = 'p'
-      fields[#fields + 1] = prio
-    end
-    if key ~= '' then
-      fields[#fields + 1] = 'k'
-      fields[#fields + 1] = key
-      redis.call('HSET', P .. 'keys', key, id)
-    end
-    if ttl > 0 then
-      fields[#fields + 1] = 't'
-      fields[#fields + 1] = ttl
-    end
-    if eta > 0 then
-      fields[#fields + 1] = 'e'
-      fields[#fields + 1] = eta
-      if now == nil then
-        local t = redis.call('TIME')
-        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-      end
-    end
-    redis.call('HSET', jk, unpack(fields))
-    if eta > 0 and eta > now then
-      if first_eta == nil then
-        local first = redis.call('ZRANGE', P .. 'sched', 0, 0, 'WITHSCORES')
-        first_eta = first[2] and tonumber(first[2]) or math.huge
-      end
-      redis.call('ZADD', P .. 'sched', eta, id)
-      if eta < first_eta then
-        first_eta = eta
-        publish = true
-      end
-    else
-      ready[#ready + 1] = -prio
-      ready[#ready + 1] = string.format('%012x', order) .. id
-    end
-    out[#out + 1] = id
+    ready[#ready + 1] = -prio
+    ready[#ready + 1] = string.format('%012x', order) .. id
+  end
+end
+for n, j in ipairs(cmsgpack.unpack(ARGV[3])) do
+  if j[4] == nil then
+    plain(j[1], j[2], j[3])
+  else
+    full(n, j[1], j[2], j[3], j[4], j[5], j[6], j[7])
   end
 end
 if #ready > 0 then
@@ -108,7 +147,7 @@ if #ready > 0 then
   redis.call('ZADD', READY, unpack(ready))
 end
 if publish then redis.call('PUBLISH', ARGV[2], '1') end
-return out
+return hits
 """
 
 #: ARGV tag prefix, limit, lease (ms), worker.

@@ -47,7 +47,20 @@ from sitq.job import Job, aware_utc
 
 from . import _scripts
 from ._notify import Notifier
-from ._records import _dt, _entry, _job_from_hash, _Keys, _ms, _packb, _unpack
+from ._records import (
+    _dt,
+    _entries,
+    _entry,
+    _job_from_hash,
+    _Keys,
+    _ms,
+    _pack,
+    _packb,
+    _plain,
+    _plain_command,
+    _resp_args,
+    _unpack,
+)
 from ._url import _redis_url
 
 __all__ = ["DataLost", "RedisBackend"]
@@ -93,6 +106,13 @@ class _Errors:
         self.task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> None:
+        self.enter()
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self.leave(kind, exc)
+
+    def enter(self) -> None:
+        """What ``async with`` does on entry (a hot path calls it without the coroutine)."""
         backend = self.backend
         if backend.command_timeout:
             task = self.task = asyncio.current_task()
@@ -101,7 +121,8 @@ class _Errors:
                 if backend._watchdog is None:
                     backend._start_watchdog()
 
-    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def leave(self, kind: Any, exc: Any) -> None:
+        """What ``async with`` does on exit: raises sitq's error for a redis-py one."""
         backend = self.backend
         if self.task is not None:
             backend._inflight.pop(self, None)
@@ -174,6 +195,14 @@ class RedisBackend(Backend):
         self._marker: bytes | None = None
         self._token = os.urandom(12).hex().encode()
         self._notifier: Notifier | None = None
+        #: The producer's own connection (standalone servers): single enqueues go over it
+        #: without a trip through the pool; ``_conn_busy`` while one is on it.
+        self._conn: Any = None
+        self._conn_busy = False
+        #: Per queue: the start of an ENQUEUE_PLAIN call in the Redis protocol; and the
+        #: client's string encoding (see ``_plain_head``).
+        self._heads: dict[str, bytes] = {}
+        self._encoding = ("utf-8", "strict")
         self._jobs_event: asyncio.Event | None = None
         self._job_channels: set[bytes] = set()
         self._next_due: float | None = None
@@ -182,8 +211,8 @@ class RedisBackend(Backend):
         self._done = f"{prefix}:done:"
         self._scripts = {
             name: _Script(getattr(_scripts, name))
-            for name in ("ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL", "STATS", "PURGE",
-                         "DEAD", "REQUEUE")
+            for name in ("ENQUEUE_PLAIN", "ENQUEUE", "CLAIM", "EXTEND", "FINISH", "CANCEL",
+                         "STATS", "PURGE", "DEAD", "REQUEUE")
         }
         self.data_loss_events = 0
         self._inflight: dict[_Errors, float] = {}
@@ -334,6 +363,12 @@ class RedisBackend(Backend):
             self._notifier = None
         self._jobs_event = None
         self._job_channels.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.disconnect()
+            except Exception:
+                pass
         if self._client is not None and self._owns_client:
             client, self._client = self._client, None
             try:
@@ -357,6 +392,12 @@ class RedisBackend(Backend):
         await conn.connect()
         return conn
 
+    def _connection(self) -> Any:
+        """A connection like the client's pool makes (same class and settings, so a new
+        one runs the data-loss check too), but outside the pool; it connects on first use."""
+        pool = self._client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
     def _notify(self) -> Notifier:
         if self._notifier is None:
             self._notifier = Notifier(self._pubsub_connection)
@@ -375,6 +416,15 @@ class RedisBackend(Backend):
             for old in list(itertools.islice(where, _WHERE_MAX // 2)):
                 del where[old]
         where[job_id] = queue
+
+    def _remember_all(self, ids: list[str], queue: str) -> None:
+        """``_remember`` for a batch of one queue's ids."""
+        where = self._where
+        if len(where) + len(ids) > _WHERE_MAX:
+            drop = len(where) + len(ids) - _WHERE_MAX // 2
+            for old in list(itertools.islice(where, drop)):
+                del where[old]
+        where.update(dict.fromkeys(ids, queue))
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
@@ -408,51 +458,109 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ producing
     async def enqueue(self, job: Job) -> str:
-        """One job: the common case, straight to the script (no list, no grouping)."""
+        """One job: the common case, straight to the script (no list, no grouping); a
+        plain job (see ``_plain``) of a known queue over the producer's own connection."""
         if job.eta is not None:
             job.eta = aware_utc(job.eta, "eta")
+        elif (job.key is None and not job.priority and job.result_ttl is None
+              and job.queue in self._registered and self._connected):
+            return await self._enqueue_one(job)
         if not self._connected:
             await self.connect()
         return (await self._enqueue([job]))[0]
+
+    async def _enqueue_one(self, job: Job) -> str:
+        """A plain job of a registered queue: ENQUEUE_PLAIN, over ``_conn`` when it is free
+        (a dead connection or a missing script: once more the usual way, which retries;
+        enqueue is idempotent by job id)."""
+        k = self._k(job.queue)
+        guard = _Errors(self, "enqueue")
+        guard.enter()
+        try:
+            if self._conn_busy or self._is_cluster:
+                await self._run_plain(k, job)
+            else:
+                self._conn_busy = True
+                try:
+                    conn = self._conn
+                    if conn is None:
+                        conn = self._conn = self._connection()
+                    await conn.send_packed_command(
+                        _plain_command(self._plain_head(k), 6, (job,), *self._encoding)
+                    )
+                    await conn.read_response()
+                except (rexc.ConnectionError, rexc.TimeoutError, rexc.NoScriptError):
+                    await self._run_plain(k, job)
+                finally:
+                    self._conn_busy = False
+        except BaseException as exc:
+            guard.leave(type(exc), exc)
+            raise
+        guard.leave(None, None)
+        self._remember(job.id, job.queue)
+        return job.id
+
+    async def _run_plain(self, k: _Keys, job: Job) -> None:
+        """ENQUEUE_PLAIN of one job the usual way (through the pool, with its retries)."""
+        created = job.created_at.timestamp()
+        await self._run("ENQUEUE_PLAIN", (k.ready,), (
+            k.tag, k.new, job.id, _pack(job, created), int(created * 1000)))
+
+    def _plain_head(self, k: _Keys) -> bytes:
+        """EVALSHA ENQUEUE_PLAIN 1 ready tag new, encoded as the client encodes strings."""
+        head = self._heads.get(k.ready)
+        if head is None:
+            encoder = self._client.get_encoder()
+            self._encoding = (encoder.encoding, encoder.encoding_errors)
+            head = self._heads[k.ready] = _resp_args(*(encoder.encode(arg) for arg in (
+                "EVALSHA", self._scripts["ENQUEUE_PLAIN"].sha, 1, k.ready, k.tag, k.new)))
+        return head
 
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
         if len(jobs) == 1:  # the common case, without the grouping
             job = jobs[0]
             queue = job.queue
             k = self._k(queue)
-            args = (k.tag, k.new, _packb((_entry(job),)))
             async with _Errors(self, "enqueue"):
                 if queue not in self._registered:
                     await self._client.sadd(self._queues_key, queue)
                     self._registered.add(queue)
-                reply = await self._run("ENQUEUE", (k.ready,), args)
-            job_id: str = reply[0].decode()
+                if _plain(job):
+                    await self._run_plain(k, job)
+                    job_id = job.id
+                else:
+                    hits = await self._run(
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb((_entry(job),))))
+                    job_id = hits[1].decode() if hits else job.id
             self._remember(job_id, queue)
             return [job_id]
-        by_queue: dict[str, list[int]] = {}
-        for i, job in enumerate(jobs):
-            by_queue.setdefault(job.queue, []).append(i)
-        if len(by_queue) == 1 and len(jobs) > _SUB_BATCH and not self._is_cluster:
-            queue = jobs[0].queue
+        ids = [job.id for job in jobs]
+        queue = jobs[0].queue
+        if len(jobs) > _SUB_BATCH and not self._is_cluster and all(
+            job.queue == queue for job in jobs
+        ):
             async with _Errors(self, "enqueue"):
                 if queue not in self._registered:
                     await self._client.sadd(self._queues_key, queue)
                     self._registered.add(queue)
                 try:
-                    raw_ids = await self._stream_enqueue(self._k(queue), jobs)
+                    hits = await self._stream_enqueue(self._k(queue), jobs)
                 except rexc.ConnectionError:  # once more, the usual way (idempotent by id)
                     k = self._k(queue)
-                    raw_ids = await self._run(
-                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb([_entry(j) for j in jobs]))
+                    hits = await self._run(
+                        "ENQUEUE", (k.ready,), (k.tag, k.new, _packb(_entries(jobs)))
                     )
-            ids = [raw.decode() for raw in raw_ids]
-            for job_id in ids:
-                self._remember(job_id, queue)
+            for i in range(0, len(hits), 2):
+                ids[int(hits[i]) - 1] = hits[i + 1].decode()
+            self._remember_all(ids, queue)
             return ids
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for queue, indexes in by_queue.items():
             k = self._k(queue)
-            entries = [_entry(jobs[i]) for i in indexes]
+            entries = _entries([jobs[i] for i in indexes])
             calls.append(("ENQUEUE", (k.ready,), (k.tag, k.new, _packb(entries))))
         new = [q for q in by_queue if q not in self._registered]
         async with _Errors(self, "enqueue"):
@@ -460,49 +568,71 @@ class RedisBackend(Backend):
                 await self._client.sadd(self._queues_key, *new)
                 self._registered.update(new)
             replies = await self._gather(calls)
-        out: list[str] = [""] * len(jobs)
-        for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
-            for i, raw in zip(indexes, reply, strict=True):
-                job_id = raw.decode()
-                out[i] = job_id
-                self._remember(job_id, queue)
-        return out
+        for (queue, indexes), hits in zip(by_queue.items(), replies, strict=True):
+            for i in range(0, len(hits), 2):
+                ids[indexes[int(hits[i]) - 1]] = hits[i + 1].decode()
+            for i in indexes:
+                self._remember(ids[i], queue)
+        return ids
 
-    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[bytes]:
+    async def _stream_enqueue(self, k: _Keys, jobs: list[Job]) -> list[Any]:
         """Enqueue one queue's jobs in sub-batches over one connection: each sub-batch is
         sent as soon as it is packed, so the server runs it while the next one is packed;
-        the replies are read afterwards, in order (one connection keeps the order)."""
-        script = self._scripts["ENQUEUE"]
-        for attempt in (1, 2):
-            pool = self._client.connection_pool
+        the replies are read afterwards, in order (one connection keeps the order). A
+        sub-batch of plain jobs goes to ENQUEUE_PLAIN, any other to ENQUEUE.
+        Returns the idempotency-key hits as ENQUEUE does, positions counted in ``jobs``."""
+        pool = self._client.connection_pool
+        own = not self._conn_busy  # the producer's connection when it is free, else the pool's
+        if own:
+            self._conn_busy = True
+            if self._conn is None:
+                self._conn = self._connection()
+            conn = self._conn
+        else:
             try:
                 conn = await pool.get_connection()
             except TypeError:  # redis-py < 5.3 wants a command name
                 conn = await pool.get_connection("EVALSHA")
-            try:
-                sent = 0
-                for start in range(0, len(jobs), _SUB_BATCH):
-                    payload = _packb([_entry(j) for j in jobs[start : start + _SUB_BATCH]])
-                    await conn.send_command(
-                        "EVALSHA", script.sha, 1, k.ready, k.tag, k.new, payload
-                    )
-                    sent += 1
-                out: list[bytes] = []
-                for _ in range(sent):
-                    out += await conn.read_response()
-                return out
-            except rexc.NoScriptError:
-                # Not one sub-batch ran (the script was missing for all of them): load it.
-                await conn.disconnect()
+        try:
+            batches = [(start, jobs[start : start + _SUB_BATCH])
+                       for start in range(0, len(jobs), _SUB_BATCH)]
+            out: list[Any] = []
+            for attempt in (1, 2):
+                for _, batch in batches:
+                    if all(map(_plain, batch)):
+                        await conn.send_packed_command(_plain_command(
+                            self._plain_head(k), 6, batch, *self._encoding))
+                    else:
+                        await conn.send_command("EVALSHA", self._scripts["ENQUEUE"].sha, 1,
+                                                k.ready, k.tag, k.new, _packb(_entries(batch)))
+                missing = []
+                for start, batch in batches:
+                    try:
+                        reply = await conn.read_response()
+                    except rexc.NoScriptError:
+                        missing.append((start, batch))
+                        continue
+                    if isinstance(reply, list):  # ENQUEUE's idempotency-key hits
+                        for i in range(0, len(reply), 2):
+                            out += (int(reply[i]) + start, reply[i + 1])
+                if not missing:
+                    return out
                 if attempt == 2:
-                    raise
-                await self._client.script_load(script.source)
-            except BaseException:
-                await conn.disconnect()
-                raise
-            finally:
+                    raise rexc.NoScriptError("the enqueue scripts could not be loaded")
+                # A script was missing (SCRIPT FLUSH, a failover): load both, send those
+                # sub-batches again (the others are stored; order comes from the jobs).
+                for name in ("ENQUEUE_PLAIN", "ENQUEUE"):
+                    await self._client.script_load(self._scripts[name].source)
+                batches = missing
+            raise AssertionError("unreachable")
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            if own:
+                self._conn_busy = False
+            else:
                 await pool.release(conn)
-        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ consuming
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
