@@ -60,3 +60,24 @@ async def test_claims_and_finishes_share_transactions(tmp_path: Path) -> None:
         assert finished == [True] * 10
         assert len(second) == 10 and not {j.id for j in second} & {j.id for j in first}
         assert all([await backend.get_result(j.id) == b"r" for j in first])
+
+
+async def test_a_single_enqueue_waits_for_another_process_lock(tmp_path: Path) -> None:
+    """A small step runs on the event loop only while the lock is free; when another
+    process holds it, the step waits on the connection thread instead of failing."""
+    path = tmp_path / "g.db"
+    async with SQLiteBackend(str(path)) as backend:
+        quick = make_job("q")
+        assert await backend.enqueue(quick) == quick.id  # inline: nothing holds the lock
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        job = make_job("q")
+        pending = asyncio.create_task(backend.enqueue(job))
+        await asyncio.sleep(0.3)
+        assert not pending.done(), "the enqueue should wait for the other writer"
+        other.execute("COMMIT")
+        other.close()
+        assert await asyncio.wait_for(pending, 10) == job.id
+        claimed = await backend.claim(["q"], limit=10, lease=30, worker="w")
+        assert [j.id for j in claimed] == [quick.id, job.id]
+        assert await backend.get_job(job.id) is not None

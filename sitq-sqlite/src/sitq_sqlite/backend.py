@@ -61,6 +61,10 @@ T = TypeVar("T")
 
 #: How often (seconds) a backend deletes expired results, dead letters and old ticks.
 PURGE_INTERVAL = 60.0
+#: Steps of at most this many jobs may run on the event loop (see ``_open_inline``).
+INLINE_MAX_JOBS = 10
+#: After this many inline writes, the connection thread checkpoints the WAL.
+INLINE_CHECKPOINT = 500
 #: Claimed cron ticks are kept this long (seconds), far beyond any misfire grace.
 TICK_RETENTION = 7 * 24 * 3600.0
 
@@ -281,6 +285,9 @@ class SQLiteBackend(Backend):
         self._db: Any = None
         self._next_purge = 0.0
         self._ops: list[_Op] = []
+        self._inline: sqlite3.Connection | None = None
+        self._inline_writes = 0
+        self._checkpoints: set[asyncio.Future[None]] = set()
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -490,6 +497,8 @@ class SQLiteBackend(Backend):
             self._db = None
             await db.close()
             raise
+        if self.synchronous in ("OFF", "NORMAL"):
+            self._inline = self._open_inline()
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
@@ -502,10 +511,74 @@ class SQLiteBackend(Backend):
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         migrate(conn, self.path, self.migrations)
 
+    def _open_inline(self) -> sqlite3.Connection | None:
+        """A second connection used on the event loop itself for small steps (a single
+        enqueue, a result lookup): a thread hop costs more than the SQL. It never waits
+        for a lock (``busy_timeout = 0``: a busy database sends the step to the thread)
+        and never checkpoints (that may fsync); the thread's connection does, and is
+        asked to after every :data:`INLINE_CHECKPOINT` inline writes."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except sqlite3.Error as exc:  # pragma: no cover - the thread's connection worked
+            log.debug("no inline connection to %s: %s", self.path, exc)
+            return None
+        return conn
+
+    def _inline_write(self, body: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """Run a write on the event loop if nothing of ours is in flight (order is kept)
+        and the lock is free; ``(False, None)`` sends it to the thread instead."""
+        conn = self._inline
+        if conn is None or self._flushing:
+            return False, None
+        try:
+            out = _transaction(conn, body, *args)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None
+            raise self._backend_error(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._backend_error(exc) from exc
+        self._inline_writes += 1
+        if self._inline_writes % INLINE_CHECKPOINT == 0:
+            self._checkpoints.add(asyncio.ensure_future(self._checkpoint()))
+        return True, out
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        except Exception as exc:  # pragma: no cover - the next one will do
+            log.debug("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._checkpoints.discard(task)
+
+    def _inline_read(self, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        conn = self._inline
+        if conn is None:
+            return False, None
+        try:
+            return True, fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None
+            raise self._backend_error(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._backend_error(exc) from exc
+
     async def _close(self) -> None:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.gather(flusher, return_exceptions=True)
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         db, self._db = self._db, None
         if db is not None:
             await db.close()
@@ -530,6 +603,11 @@ class SQLiteBackend(Backend):
             rows, blob = _pack_jobs(jobs)  # built here, on the event loop
             await self._write(self._enqueue_many_tx, rows, blob)
             return [job.id for job in jobs]
+        if len(jobs) <= INLINE_MAX_JOBS:
+            done, ids = self._inline_write(self._enqueue_tx, jobs)
+            if done:
+                assert ids is not None
+                return ids
         return await self._write(self._enqueue_tx, jobs)
 
     @staticmethod
@@ -722,6 +800,9 @@ class SQLiteBackend(Backend):
 
     # ------------------------------------------------------------------ results, jobs
     async def _get_result(self, job_id: str) -> bytes | None:
+        done, data = self._inline_read(self._get_result_step, job_id)
+        if done:
+            return data
         return await self._run(self._get_result_step, job_id)
 
     @staticmethod
@@ -733,6 +814,9 @@ class SQLiteBackend(Backend):
         return None if row is None else row[0]
 
     async def _get_job(self, job_id: str) -> Job | None:
+        done, job = self._inline_read(self._get_job_step, job_id)
+        if done:
+            return job
         return await self._run(self._get_job_step, job_id)
 
     @staticmethod
