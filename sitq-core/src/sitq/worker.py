@@ -232,6 +232,7 @@ class Worker:
         self._main: asyncio.Task[None] | None = None
         self._started = threading.Event()
         self._is_coro: dict[Callable[..., Any], bool] = {}
+        self._serializers: dict[str, Serializer] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.backend!r} queues={self.queues}>"
@@ -605,8 +606,9 @@ class Worker:
         return Finish(job, "success", result)
 
     def _prepare(self, job: Job) -> JobCall:
-        check_accept(job.serializer, self.accept)
-        serializer = self._serializer(job.serializer)
+        if self.accept is not None:
+            check_accept(job.serializer, self.accept)
+        serializer = self._serializers.get(job.serializer) or self._serializer(job.serializer)
         func, args, kwargs = decode_call(job.payload, serializer, self.signer, job.task)
         if job.chain:
             _, previous, failed = unpack_continuation(job.chain)
@@ -635,9 +637,11 @@ class Worker:
 
     def _serializer(self, name: str) -> Serializer:
         try:
-            return self.registry.serializer(name)
+            serializer = self.registry.serializer(name)
         except SitqError as exc:
             raise SerializationError(f"job uses serializer {name!r}: {exc}") from exc
+        self._serializers[name] = serializer
+        return serializer
 
     def _on_error(
         self, job: Job, exc: BaseException, tb: str | None, started: float
@@ -672,10 +676,12 @@ class Worker:
             job.id, status, error, tb, job.attempt, job.task, job.queue,
             job.created_at.timestamp(), started, time.time(), self.id,
         )
-        try:
-            serializer = self.registry.serializer(job.serializer)
-        except SitqError:
-            serializer = self.registry.serializer("msgpack")
+        serializer = self._serializers.get(job.serializer)
+        if serializer is None:
+            try:
+                serializer = self._serializer(job.serializer)
+            except SitqError:
+                serializer = self.registry.serializer("msgpack")
         return encode_result_meta(meta, value, serializer, self.signer)
 
     # ------------------------------------------------------------------ execution
