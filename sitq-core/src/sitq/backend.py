@@ -127,6 +127,11 @@ class Backend(abc.ABC):
     supports_multiprocess: ClassVar[bool] = True
     #: Failed jobs are kept, listable and re-enqueueable.
     supports_dead_letters: ClassVar[bool] = False
+    #: A performance hint, not a capability: ``enqueue_many`` builds its next chunk while
+    #: the previous one is in flight. Pays off when the store's work is I/O (a network
+    #: round trip); a backend whose work runs on a Python thread in this process may
+    #: measure it slower (GIL contention) and turn it off.
+    overlap_enqueue: ClassVar[bool] = True
     #: Poll interval of the default ``wait_for_jobs`` (seconds).
     poll_interval: ClassVar[float] = 0.05
 

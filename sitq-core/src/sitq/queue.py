@@ -154,8 +154,13 @@ class BoundQueue:
 
 async def _send_chunks(backend: Backend, chunks: AsyncIterator[list[Job]]) -> list[str]:
     """Send chunks in order, one round trip each, building the next chunk while the
-    previous one is in flight (a chunk is sent only after the one before it is stored)."""
+    previous one is in flight (a chunk is sent only after the one before it is stored),
+    unless the backend says overlapping does not pay (``Backend.overlap_enqueue``)."""
     ids: list[str] = []
+    if not backend.overlap_enqueue:
+        async for chunk in chunks:
+            ids += await backend.enqueue_many(chunk)
+        return ids
     pending: asyncio.Task[list[str]] | None = None
     try:
         async for chunk in chunks:
