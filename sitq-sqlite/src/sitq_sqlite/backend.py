@@ -760,11 +760,15 @@ class SQLiteBackend(Backend):
         return out
 
     # ------------------------------------------------------------------ results, jobs
-    async def _get_result(self, job_id: str) -> bytes | None:
-        done, data = self._inline_read(self._get_result_step, job_id)
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A one-row read: on the event loop when possible, else on the thread."""
+        done, value = self._inline_read(fn, *args)
         if done:
-            return data
-        return await self._run(self._get_result_step, job_id)
+            return value  # type: ignore[return-value]
+        return await self._run(fn, *args)
+
+    async def _get_result(self, job_id: str) -> bytes | None:
+        return await self._read(self._get_result_step, job_id)
 
     @staticmethod
     def _get_result_step(conn: sqlite3.Connection, job_id: str) -> bytes | None:
@@ -775,10 +779,7 @@ class SQLiteBackend(Backend):
         return None if row is None else row[0]
 
     async def _get_job(self, job_id: str) -> Job | None:
-        done, job = self._inline_read(self._get_job_step, job_id)
-        if done:
-            return job
-        return await self._run(self._get_job_step, job_id)
+        return await self._read(self._get_job_step, job_id)
 
     @staticmethod
     def _get_job_step(conn: sqlite3.Connection, job_id: str) -> Job | None:
