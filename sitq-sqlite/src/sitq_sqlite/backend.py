@@ -314,9 +314,16 @@ class SQLiteBackend(Backend):
             # flusher task then owns the step: cancelling a waiter never loses it.
             self._flushing = True
             ops = self._take_group()
-            self._flusher = asyncio.create_task(
-                self._flush(ops, self._dispatch(self._group, ops)), name="sitq-sqlite-writes"
-            )
+            try:
+                running = self._dispatch(self._group, ops)
+            except Exception as exc:  # the connection went away under us
+                self._flushing = False
+                self._fail(ops, BackendUnavailable(
+                    f"the SQLite connection to {self.path} is closed ({exc!r})"))
+            else:
+                self._flusher = asyncio.create_task(
+                    self._flush(ops, running), name="sitq-sqlite-writes"
+                )
         return await future
 
     def _take_group(self) -> list[_Op]:
