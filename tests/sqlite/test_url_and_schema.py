@@ -116,10 +116,16 @@ def _versions(path: Path) -> list[int]:
         return [v for (v,) in conn.execute("SELECT version FROM sitq_schema ORDER BY version")]
 
 
+_LATEST = max(MIGRATIONS)
+_NEXT = _LATEST + 1
+
+
 class _V2Backend(SQLiteBackend):
+    """This release's schema plus one more migration (a release to come)."""
+
     migrations: ClassVar[dict[int, Any]] = {
         **MIGRATIONS,
-        2: ("ALTER TABLE sitq_jobs ADD COLUMN note TEXT",
+        _NEXT: ("ALTER TABLE sitq_jobs ADD COLUMN note TEXT",
             "CREATE INDEX sitq_jobs_note ON sitq_jobs (note)"),
     }
 
@@ -141,12 +147,12 @@ async def test_older_database_is_migrated_keeping_its_jobs(tmp_path: Path) -> No
     job = make_job("mig")
     async with SQLiteBackend(str(path)) as old:
         await old.enqueue(job)
-    assert _versions(path) == [1]
+    assert _versions(path) == sorted(MIGRATIONS)
     async with _V2Backend(str(path)) as new:
         [claimed] = await new.claim(["mig"], limit=5)
         assert claimed.id == job.id and claimed.payload == job.payload
         assert await new.complete(claimed, b"ok")
-    assert _versions(path) == [1, 2]
+    assert _versions(path) == [*sorted(MIGRATIONS), _NEXT]
     with sqlite3.connect(path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(sitq_jobs)")]
     assert "note" in columns
@@ -157,7 +163,8 @@ async def test_newer_database_is_refused(tmp_path: Path) -> None:
     async with _V2Backend(str(path)):
         pass
     backend = SQLiteBackend(str(path))
-    with pytest.raises(SchemaVersionError, match=r"schema version 2.*only knows versions up to 1"):
+    with pytest.raises(SchemaVersionError,
+                       match=rf"schema version {_NEXT}.*only knows versions up to {_LATEST}"):
         await backend.connect()
     assert isinstance(SchemaVersionError("x"), BackendError)
     assert not backend.connected

@@ -113,6 +113,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     worker = create_worker(settings.kind, settings=settings, burst=args.burst,
                            scheduler=args.scheduler)
+    worker.backend.require("supports_multiprocess", "sitq worker")
     asyncio.run(worker.start())
     return 0
 
@@ -141,6 +142,7 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with TaskQueue(args.backend) as queue:
+            queue.backend.require("supports_multiprocess", "sitq enqueue")
             job_id = await queue.options(queue=args.queue).enqueue(func, *call_args,
                                                                    **call_kwargs)
             print(job_id)
@@ -168,6 +170,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with TaskQueue(args.backend) as queue:
+            queue.backend.require("supports_multiprocess", "sitq inspect")
             if args.job_id is None:
                 stats = await queue.stats()
                 if args.json:
@@ -258,6 +261,7 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with TaskQueue(settings=settings) as queue:
+            queue.backend.require("supports_multiprocess", "sitq scheduler")
             await Scheduler(queue).run(stop)
 
     asyncio.run(run())

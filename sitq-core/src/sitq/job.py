@@ -96,7 +96,10 @@ class JobOptions:
     a higher number runs first among due jobs of one queue. ``retries``: how many times a
     job that *raised* is run again (lease expiries do not count). ``timeout``: seconds
     before the job is failed with ``TaskTimeout``. ``key``: an idempotency key; enqueueing
-    while a job with the same key is queued or running returns that job's id.
+    while a job of the same queue with the same key is queued or running returns that
+    job's id. ``connection``: the caller's database connection inside an open transaction;
+    the job exists only if that transaction commits (backends with
+    ``supports_transactions``; others raise ``NotSupported``).
     """
 
     queue: str | None = None
@@ -108,6 +111,7 @@ class JobOptions:
     key: str | None = None
     serializer: str | None = None
     result_ttl: float | None = None
+    connection: Any = field(default=None, compare=False, repr=False)
 
     def merge(self, **changes: Any) -> JobOptions:
         """A copy with the given options replaced; unknown names are a clear error."""

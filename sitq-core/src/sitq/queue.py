@@ -54,7 +54,7 @@ class BoundQueue:
 
     def options(self, **options: Any) -> BoundQueue:
         """Another view with more options: ``delay``, ``eta``, ``retries``, ``timeout``,
-        ``queue``, ``priority``, ``key``, ``serializer``, ``result_ttl``."""
+        ``queue``, ``priority``, ``key``, ``serializer``, ``result_ttl``, ``connection``."""
         return BoundQueue(self._queue, self._opts.merge(**options))
 
     async def enqueue(
@@ -63,7 +63,10 @@ class BoundQueue:
         """Enqueue ``func(*args, **kwargs)``; returns the job id."""
         queue = self._queue
         opts = self._opts if eta is None else self._opts.merge(eta=eta)
-        return await queue.backend.enqueue(queue._make_job(func, args, kwargs, opts))
+        job = queue._make_job(func, args, kwargs, opts)
+        if opts.connection is not None:
+            return await queue.backend.enqueue(job, connection=opts.connection)
+        return await queue.backend.enqueue(job)
 
     async def _enqueue_call(
         self,
@@ -74,7 +77,7 @@ class BoundQueue:
     ) -> str:
         opts = self._opts if eta is None else self._opts.merge(eta=eta)
         job = self._queue._make_job(func, args, kwargs, opts)
-        return await self._queue.backend.enqueue(job)
+        return await self._queue.backend.enqueue(job, connection=opts.connection)
 
     async def enqueue_many(
         self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -110,7 +113,7 @@ class BoundQueue:
             if chunk:
                 yield chunk
 
-        return await _send_chunks(self._queue.backend, make())
+        return await _send_chunks(self._queue.backend, make(), self._opts.connection)
 
     def batch(self) -> Batch:
         """``async with queue.batch() as b: b.enqueue(f, 1)`` — flushed together on exit."""
@@ -152,14 +155,17 @@ class BoundQueue:
         return wrap
 
 
-async def _send_chunks(backend: Backend, chunks: AsyncIterator[list[Job]]) -> list[str]:
+async def _send_chunks(
+    backend: Backend, chunks: AsyncIterator[list[Job]], connection: Any = None
+) -> list[str]:
     """Send chunks in order, one round trip each, building the next chunk while the
     previous one is in flight (a chunk is sent only after the one before it is stored),
-    unless the backend says overlapping does not pay (``Backend.overlap_enqueue``)."""
+    unless the backend says overlapping does not pay (``Backend.overlap_enqueue``) or
+    the chunks go through the caller's ``connection`` (one transaction, one at a time)."""
     ids: list[str] = []
-    if not backend.overlap_enqueue:
+    if not backend.overlap_enqueue or connection is not None:
         async for chunk in chunks:
-            ids += await backend.enqueue_many(chunk)
+            ids += await backend.enqueue_many(chunk, connection=connection)
         return ids
     pending: asyncio.Task[list[str]] | None = None
     try:
@@ -200,6 +206,11 @@ class Batch:
         return job.id
 
     def options(self, **options: Any) -> _BatchView:
+        if options.get("connection") is not None:
+            raise ConfigurationError(
+                "a batch is sent in one go: give connection= to queue.options(...) before "
+                "batch(), not to one call inside it"
+            )
         return _BatchView(self, self._bound._opts.merge(**options))
 
     async def flush(self) -> list[str]:
@@ -209,7 +220,8 @@ class Batch:
             for start in range(0, len(jobs), CHUNK):
                 yield jobs[start : start + CHUNK]
 
-        ids = await _send_chunks(self._bound._queue.backend, chunks())
+        ids = await _send_chunks(self._bound._queue.backend, chunks(),
+                                 self._bound._opts.connection)
         self.ids += ids
         return ids
 

@@ -208,22 +208,29 @@ class Scheduler:
         return tick
 
     async def _fire(self, schedule: Schedule, tick: datetime) -> str | None:
-        if not await self.queue.backend.claim_tick(schedule.name, tick):
+        # The tick belongs to the queue its job goes to (purging that queue forgets it).
+        queue = self._options(schedule).get("queue") or self.queue.default_queue
+        if not await self.queue.backend.claim_tick(schedule.name, tick, queue=queue):
             return None
         # Claimed: this tick is ours alone now, so an enqueue that fails is retried.
         self._unsent[schedule.name] = tick
         return await self._enqueue(schedule, tick)
 
-    async def _enqueue(self, schedule: Schedule, tick: datetime) -> str:
+    @staticmethod
+    def _options(schedule: Schedule) -> dict[str, Any]:
+        """The job options of ``schedule``'s ticks; ``queue`` set when one applies."""
         options = {
             k: getattr(schedule.options, k)
             for k in schedule.options.__dataclass_fields__
             if getattr(schedule.options, k) is not None
         }
-        task_options = getattr(schedule.func, "__sitq_options__", None)
-        if "queue" not in options and getattr(task_options, "queue", None) is None:
-            options["queue"] = schedule.default_queue
-        bound = self.queue.options(**options)
+        task_queue = getattr(getattr(schedule.func, "__sitq_options__", None), "queue", None)
+        if "queue" not in options:
+            options["queue"] = task_queue or schedule.default_queue
+        return options
+
+    async def _enqueue(self, schedule: Schedule, tick: datetime) -> str:
+        bound = self.queue.options(**self._options(schedule))
         job_id = await bound.enqueue(schedule.func, *schedule.args, **schedule.kwargs)
         self._unsent.pop(schedule.name, None)
         self.fired.append((schedule.name, tick, job_id))

@@ -140,7 +140,7 @@ class _Keys:
     """The key names of one queue."""
 
     __slots__ = ("dead", "jobs", "keys", "new", "ready", "res", "results", "run", "sched",
-                 "tag")
+                 "tag", "ticks")
 
     def __init__(self, prefix: str, queue: str) -> None:
         tag = f"{{{prefix}:{queue}}}"
@@ -152,5 +152,6 @@ class _Keys:
         self.dead = f"{tag}:dead"
         self.res = f"{tag}:res"
         self.keys = f"{tag}:keys"
+        self.ticks = f"{tag}:ticks"
         self.jobs = f"{tag}:j:"
         self.results = f"{tag}:r:"

@@ -352,7 +352,7 @@ for k = 1, 5 do
   end
   left = left + redis.call('ZCARD', sets[k])
 end
-if left == 0 then redis.call('DEL', P .. 'keys') end
+if left == 0 then redis.call('DEL', P .. 'keys', P .. 'ticks') end
 return {n, left == 0 and 1 or 0}
 """
 

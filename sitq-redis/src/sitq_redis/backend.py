@@ -10,11 +10,12 @@ server, touching the keys of one queue only; those keys share the hash tag
     {p:q}:dead    ZSET  failed jobs kept as dead letters; score expiry ms
     {p:q}:res     ZSET  ids with a stored result; score expiry ms (index for purge)
     {p:q}:keys    HASH  idempotency key -> id of the live job holding it
+    {p:q}:ticks   ZSET  claimed cron ticks of schedules enqueueing into q; member
+                        <schedule>:<tick ms>, score tick ms (kept 7 days)
     {p:q}:j:<id>  HASH  the job (see _scripts for the fields)
     {p:q}:r:<id>  STR   the result bytes, with a TTL
     p:queues      SET   queue names (for stats/purge of every queue, and id lookups)
     p:marker      STR   a token identifying this dataset (data-loss detection)
-    {p:tick:<schedule>}:<ms>  STR  a claimed cron tick (SET NX, 7 days)
 
 Channels: ``p:done:<id>`` carries a job's result bytes when it finishes;
 ``p:new:<queue>`` says "jobs may be due" to idle workers.
@@ -43,7 +44,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from sitq.backend import Backend, CancelOutcome, Finish, LeaseState, QueueStats
 from sitq.errors import BackendError, BackendUnavailable, ConfigurationError
-from sitq.job import Job, aware_utc
+from sitq.job import Job
 
 from . import _scripts
 from ._notify import Notifier
@@ -457,19 +458,15 @@ class RedisBackend(Backend):
         return sorted(m.decode() for m in members)
 
     # ------------------------------------------------------------------ producing
-    async def enqueue(self, job: Job) -> str:
-        """One job: the common case, straight to the script (no list, no grouping); a
-        plain job (see ``_plain``) of a known queue over the producer's own connection."""
-        if job.eta is not None:
-            job.eta = aware_utc(job.eta, "eta")
-        elif (job.key is None and not job.priority and job.result_ttl is None
-              and job.queue in self._registered and self._connected):
-            return await self._enqueue_one(job)
-        if not self._connected:
-            await self.connect()
+    async def _enqueue_one(self, job: Job) -> str:
+        """One job: a plain job (see ``_plain``) of a known queue goes over the producer's
+        own connection; any other straight to the script (no list, no grouping)."""
+        if (job.eta is None and job.key is None and not job.priority
+                and job.result_ttl is None and job.queue in self._registered):
+            return await self._enqueue_plain(job)
         return (await self._enqueue([job]))[0]
 
-    async def _enqueue_one(self, job: Job) -> str:
+    async def _enqueue_plain(self, job: Job) -> str:
         """A plain job of a registered queue: ENQUEUE_PLAIN, over ``_conn`` when it is free
         (a dead connection or a missing script: once more the usual way, which retries;
         enqueue is idempotent by job id)."""
@@ -691,7 +688,6 @@ class RedisBackend(Backend):
         for i, item in enumerate(items):
             by_queue.setdefault(item.job.queue, []).append(i)
         calls = []
-        default_ttl = int(self.result_ttl * 1000)
         for queue, indexes in by_queue.items():
             k = self._k(queue)
             entries = []
@@ -704,9 +700,8 @@ class RedisBackend(Backend):
                     data = item.result
                 else:
                     data = b""
-                ttl = int(job.result_ttl * 1000) if job.result_ttl else default_ttl
                 entries.append((job.id, job.attempt, _OUTCOME[item.outcome], data,
-                                job.failures, max(ttl, 1)))
+                                job.failures, max(int(item.ttl * 1000), 1)))
             calls.append(("FINISH", (k.ready,), (k.tag, self._done, k.new, _packb(entries))))
         async with _Errors(self, "finish"):
             replies = await self._gather(calls)
@@ -716,12 +711,9 @@ class RedisBackend(Backend):
                 out[i] = bool(ok)
         return out
 
-    async def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+    async def _wait_for_jobs(self, queues: list[str], timeout: float) -> None:
         """Sleep until an enqueue publishes on one of ``queues``' channels, the next
         scheduled job is due, or ``timeout`` passes."""
-        if not self.connected:
-            await asyncio.sleep(min(timeout, self.poll_interval))
-            return
         if self._jobs_event is None:
             self._jobs_event = asyncio.Event()
         channels = [f"{self.prefix}:new:{q}".encode() for q in queues]
@@ -755,16 +747,6 @@ class RedisBackend(Backend):
                     self._remember(job_id, queue)
                     return data
             return None
-
-    async def wait_result(
-        self, job_id: str, timeout: float | None
-    ) -> bytes | None:
-        """Like :meth:`Backend.wait_result`, without the look before subscribing:
-        ``_wait_result`` subscribes first and then looks once."""
-        await self.connect()
-        if timeout is not None and timeout <= 0:
-            return await self._get_result(job_id)
-        return await self._wait_result(job_id, timeout)
 
     async def _wait_result(
         self, job_id: str, timeout: float | None
@@ -816,14 +798,14 @@ class RedisBackend(Backend):
                     return _job_from_hash(h)
         return None
 
-    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
+    async def _cancel(self, job_id: str, result: bytes, ttl: float) -> CancelOutcome:
         outcome: CancelOutcome = "not_found"
         async with _Errors(self, "cancel"):
             for queue in await self._locate(job_id):
                 k = self._k(queue)
                 reply = await self._run(
                     "CANCEL", (k.ready,),
-                    (k.tag, self._done, job_id, result, int(self.result_ttl * 1000)),
+                    (k.tag, self._done, job_id, result, int(ttl * 1000)),
                 )
                 outcome = reply.decode()
                 if outcome != "not_found":
@@ -862,6 +844,9 @@ class RedisBackend(Backend):
             if names:
                 await self._client.srem(self._queues_key, *names)
             if queues is None:
+                # Ticks of queues that never had a job (and ticks stored
+                # by older releases, keyed by schedule name).
+                await self._delete_matching(f"{{{self.prefix}:*}}:ticks")
                 await self._delete_matching(f"{{{self.prefix}:tick:*")
                 self._where.clear()
             else:
@@ -878,10 +863,15 @@ class RedisBackend(Backend):
         async for key in client.scan_iter(match=pattern, count=500):
             await client.delete(key)
 
-    async def _claim_tick(self, name: str, tick: datetime) -> bool:
-        key = f"{{{self.prefix}:tick:{name}}}:{_ms(tick)}"
+    async def _claim_tick(self, name: str, tick: datetime, queue: str) -> bool:
+        k = self._k(queue)
+        ms = _ms(tick)
         async with _Errors(self, "claim_tick"):
-            return bool(await self._client.set(key, b"1", nx=True, px=_TICK_TTL_MS))
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zremrangebyscore(k.ticks, "-inf", ms - _TICK_TTL_MS)
+            pipe.zadd(k.ticks, {f"{name}:{ms}": ms}, nx=True)
+            _, added = await pipe.execute()
+        return bool(added)
 
     async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
         k = self._k(queue)

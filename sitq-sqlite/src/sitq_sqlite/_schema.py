@@ -88,6 +88,28 @@ MIGRATIONS: Mapping[int, Sequence[str]] = {
         ) WITHOUT ROWID
         """,
     ),
+    # The contract scopes idempotency keys and cron ticks to a queue (docs/decisions.md):
+    # a key is unique per (queue, key); a tick per (queue, schedule name, tick), so that
+    # purging a queue forgets its ticks. Ticks claimed before (and by an older process
+    # still running) go to the queue 'default', where most schedules enqueue.
+    2: (
+        "DROP INDEX sitq_jobs_key",
+        "CREATE UNIQUE INDEX sitq_jobs_key ON sitq_jobs (queue, live_key)"
+        " WHERE live_key IS NOT NULL",
+        "ALTER TABLE sitq_ticks RENAME TO sitq_ticks_v1",
+        """
+        CREATE TABLE sitq_ticks (
+            queue TEXT NOT NULL DEFAULT 'default',
+            name TEXT NOT NULL,
+            tick REAL NOT NULL,
+            claimed_at REAL NOT NULL,
+            PRIMARY KEY (queue, name, tick)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO sitq_ticks (name, tick, claimed_at)"
+        " SELECT name, tick, claimed_at FROM sitq_ticks_v1",
+        "DROP TABLE sitq_ticks_v1",
+    ),
 }
 
 

@@ -570,9 +570,6 @@ class SQLiteBackend(Backend):
         )
         conn.execute("DELETE FROM sitq_ticks WHERE tick < ?", (now - TICK_RETENTION,))
 
-    def _ttl(self, job_ttl: float | None) -> float:
-        return job_ttl or self.result_ttl
-
     # ------------------------------------------------------------------ enqueue
     async def _enqueue(self, jobs: list[Job]) -> list[str]:
         if len(jobs) <= INLINE_MAX_JOBS:
@@ -602,7 +599,8 @@ class SQLiteBackend(Backend):
         for job, row in zip(jobs, rows, strict=True):
             if job.key is not None:
                 held = conn.execute(
-                    "SELECT id FROM sitq_jobs WHERE live_key = ?", (job.key,)
+                    "SELECT id FROM sitq_jobs WHERE queue = ? AND live_key = ?",
+                    (job.queue, job.key),
                 ).fetchone()
                 if held is not None:
                     ids.append(held[0])
@@ -702,8 +700,7 @@ class SQLiteBackend(Backend):
         for item in items:
             if item.outcome == "success" and item.result is not None:
                 size = len(item.result)
-                rows.append([item.job.id, item.job.queue, self._ttl(item.job.result_ttl),
-                             offset, size])
+                rows.append([item.job.id, item.job.queue, item.ttl, offset, size])
                 parts.append(item.result)
                 offset += size
         return await self._write(self._finish_tx, items, ids, rows, b"".join(parts))
@@ -736,11 +733,10 @@ class SQLiteBackend(Backend):
                 conn.execute(
                     "UPDATE sitq_jobs SET state = 'failed', failures = ?, lease_until = NULL,"
                     " live_key = NULL, expires_at = ? WHERE id = ?",
-                    (job.failures, now + self._ttl(job.result_ttl), job.id),
+                    (job.failures, now + item.ttl, job.id),
                 )
                 if item.result is not None:
-                    results.append((job.id, job.queue, now + self._ttl(job.result_ttl),
-                                    item.result))
+                    results.append((job.id, job.queue, now + item.ttl, item.result))
             elif item.outcome == "retry":
                 due = now + max(item.retry_delay, 0.0)
                 conn.execute(
@@ -797,14 +793,15 @@ class SQLiteBackend(Backend):
         ).fetchone()
         return None if row is None else _row_job(row)
 
-    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
-        return await self._write(self._cancel_tx, job_id, result)
+    async def _cancel(self, job_id: str, result: bytes, ttl: float) -> CancelOutcome:
+        return await self._write(self._cancel_tx, job_id, result, ttl)
 
+    @staticmethod
     def _cancel_tx(
-        self, conn: sqlite3.Connection, now: float, job_id: str, result: bytes
+        conn: sqlite3.Connection, now: float, job_id: str, result: bytes, ttl: float
     ) -> CancelOutcome:
         row = conn.execute(
-            "SELECT state, queue, result_ttl FROM sitq_jobs WHERE id = ?"
+            "SELECT state, queue FROM sitq_jobs WHERE id = ?"
             " AND (state != 'failed' OR expires_at > ?)", (job_id, now),
         ).fetchone()
         if row is None or row[0] == "failed":
@@ -812,12 +809,12 @@ class SQLiteBackend(Backend):
                 "SELECT 1 FROM sitq_results WHERE id = ? AND expires_at > ?", (job_id, now)
             ).fetchone()
             return "finished" if found else "not_found"
-        state, queue, result_ttl = row
+        state, queue = row
         if state == "running":
             conn.execute("UPDATE sitq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return "requested"
         conn.execute("DELETE FROM sitq_jobs WHERE id = ?", (job_id,))
-        conn.execute(_PUT_RESULT, (job_id, queue, now + self._ttl(result_ttl), result))
+        conn.execute(_PUT_RESULT, (job_id, queue, now + ttl, result))
         return "cancelled"
 
     # ------------------------------------------------------------------ management
@@ -850,8 +847,6 @@ class SQLiteBackend(Backend):
                 else:
                     st.queued += due or 0
                     st.scheduled += count - (due or 0)
-        if queues is not None:
-            return {q: out.get(q, QueueStats()) for q in queues}
         return out
 
     async def _purge(self, queues: list[str] | None) -> int:
@@ -871,16 +866,20 @@ class SQLiteBackend(Backend):
                 f"DELETE FROM sitq_jobs WHERE state = '{state}' AND queue IN ({marks})", queues
             ).rowcount
         conn.execute(f"DELETE FROM sitq_results WHERE queue IN ({marks})", queues)
+        conn.execute(f"DELETE FROM sitq_ticks WHERE queue IN ({marks})", queues)
         return count
 
-    async def _claim_tick(self, name: str, tick: datetime) -> bool:
-        return await self._write(self._tick_tx, name, tick.timestamp())
+    async def _claim_tick(self, name: str, tick: datetime, queue: str) -> bool:
+        return await self._write(self._tick_tx, name, tick.timestamp(), queue)
 
     @staticmethod
-    def _tick_tx(conn: sqlite3.Connection, now: float, name: str, tick: float) -> bool:
+    def _tick_tx(
+        conn: sqlite3.Connection, now: float, name: str, tick: float, queue: str
+    ) -> bool:
         return conn.execute(
-            "INSERT OR IGNORE INTO sitq_ticks (name, tick, claimed_at) VALUES (?, ?, ?)",
-            (name, tick, now),
+            "INSERT OR IGNORE INTO sitq_ticks (queue, name, tick, claimed_at)"
+            " VALUES (?, ?, ?, ?)",
+            (queue, name, tick, now),
         ).rowcount == 1
 
     async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
@@ -900,14 +899,15 @@ class SQLiteBackend(Backend):
     @staticmethod
     def _requeue_tx(conn: sqlite3.Connection, now: float, job_id: str) -> bool:
         row = conn.execute(
-            "SELECT key FROM sitq_jobs WHERE id = ? AND state = 'failed' AND expires_at > ?",
+            "SELECT key, queue FROM sitq_jobs WHERE id = ? AND state = 'failed'"
+            " AND expires_at > ?",
             (job_id, now),
         ).fetchone()
         if row is None:
             return False
-        key = row[0]
+        key, queue = row
         if key is not None and conn.execute(
-            "SELECT 1 FROM sitq_jobs WHERE live_key = ?", (key,)
+            "SELECT 1 FROM sitq_jobs WHERE queue = ? AND live_key = ?", (queue, key)
         ).fetchone():
             key = None  # another live job holds the key now; this one runs without it
         conn.execute("DELETE FROM sitq_results WHERE id = ?", (job_id,))

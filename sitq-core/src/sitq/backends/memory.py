@@ -13,7 +13,6 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -63,9 +62,12 @@ class _Store:
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self.dead: dict[str, Job] = {}
-        self.results: dict[str, tuple[bytes, float]] = {}
-        self.keys: dict[str, str] = {}
-        self.ticks: set[tuple[str, float]] = set()
+        #: job id -> (result bytes, expiry, queue)
+        self.results: dict[str, tuple[bytes, float, str]] = {}
+        #: (queue, idempotency key) -> id of the live job holding it
+        self.keys: dict[tuple[str, str], str] = {}
+        #: claimed cron ticks: (queue, schedule name, tick timestamp)
+        self.ticks: set[tuple[str, str, float]] = set()
         self.ready: dict[str, list[tuple[int, float, int, str]]] = {}
         self.scheduled: dict[str, list[tuple[float, int, str]]] = {}
         self.entry: dict[str, int] = {}
@@ -144,8 +146,8 @@ class MemoryBackend(Backend):
         s = self._s
         s.jobs.pop(job.id, None)
         s.entry.pop(job.id, None)
-        if job.key is not None and s.keys.get(job.key) == job.id:
-            del s.keys[job.key]
+        if job.key is not None and s.keys.get((job.queue, job.key)) == job.id:
+            del s.keys[job.queue, job.key]
 
     def _expire(self, job_id: str, now: float) -> bool:
         """Drop ``job_id``'s result and dead letter if the result has expired; True if so."""
@@ -161,12 +163,11 @@ class MemoryBackend(Backend):
         if now < s.next_sweep:
             return
         s.next_sweep = now + self.sweep_interval
-        for job_id in [j for j, (_, expires) in s.results.items() if expires <= now]:
+        for job_id in [j for j, (_, expires, _q) in s.results.items() if expires <= now]:
             self._expire(job_id, now)
 
-    def _store_result(self, job: Job, data: bytes) -> None:
-        ttl = job.result_ttl or self.result_ttl
-        self._s.results[job.id] = (data, self._now() + ttl)
+    def _store_result(self, job: Job, data: bytes, ttl: float) -> None:
+        self._s.results[job.id] = (data, self._now() + ttl, job.queue)
         waiters = self._s.result_waiters.pop(job.id, None)
         if waiters is not None:
             waiters.wake()
@@ -177,13 +178,13 @@ class MemoryBackend(Backend):
         ids = []
         with s.lock:
             for job in jobs:
-                if job.key is not None and job.key in s.keys:
-                    ids.append(s.keys[job.key])
+                if job.key is not None and (job.queue, job.key) in s.keys:
+                    ids.append(s.keys[job.queue, job.key])
                     continue
                 stored = replace(job, state="queued", headers=dict(job.headers))
                 s.jobs[job.id] = stored
                 if job.key is not None:
-                    s.keys[job.key] = job.id
+                    s.keys[job.queue, job.key] = job.id
                 self._push(stored)
                 ids.append(job.id)
             s.job_waiters.wake()
@@ -275,7 +276,7 @@ class MemoryBackend(Backend):
                     stored.state = "failed"
                     stored.failures = job.failures
                     s.dead[job.id] = stored
-                self._store_result(stored, item.result)
+                self._store_result(stored, item.result, item.ttl)
             self._sweep(now)
             s.job_waiters.wake()
         return out
@@ -310,7 +311,7 @@ class MemoryBackend(Backend):
                     if not waiters and self._s.result_waiters.get(job_id) is waiters:
                         del self._s.result_waiters[job_id]
 
-    async def wait_for_jobs(self, queues: Iterable[str], timeout: float) -> None:
+    async def _wait_for_jobs(self, queues: list[str], timeout: float) -> None:
         with self._s.lock:
             fut = self._s.job_waiters.add()
             # Wake when the earliest scheduled job (an ETA or a retry back-off) is due,
@@ -332,7 +333,7 @@ class MemoryBackend(Backend):
             job = self._s.jobs.get(job_id) or self._s.dead.get(job_id)
             return None if job is None else replace(job, headers=dict(job.headers))
 
-    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
+    async def _cancel(self, job_id: str, result: bytes, ttl: float) -> CancelOutcome:
         s = self._s
         with s.lock:
             job = s.jobs.get(job_id)
@@ -343,7 +344,7 @@ class MemoryBackend(Backend):
                 job.cancel_requested = True
                 return "requested"
             self._end(job)
-            self._store_result(job, result)
+            self._store_result(job, result, ttl)
             return "cancelled"
 
     async def _stats(self, queues: list[str] | None) -> dict[str, QueueStats]:
@@ -361,29 +362,29 @@ class MemoryBackend(Backend):
             for job in list(self._s.dead.values()):
                 if not self._expire(job.id, now):
                     out.setdefault(job.queue, QueueStats()).failed += 1
-        if queues is not None:
-            return {q: out.get(q, QueueStats()) for q in queues}
         return out
 
     async def _purge(self, queues: list[str] | None) -> int:
         s = self._s
+
+        def doomed(queue: str) -> bool:
+            return queues is None or queue in queues
+
         with s.lock:
-            doomed = [j for j in s.jobs.values() if queues is None or j.queue in queues]
-            for job in doomed:
+            jobs = [j for j in s.jobs.values() if doomed(j.queue)]
+            for job in jobs:
                 self._end(job)
-                s.results.pop(job.id, None)
-            dead = [j for j in s.dead.values() if queues is None or j.queue in queues]
+            dead = [j for j in s.dead.values() if doomed(j.queue)]
             for job in dead:
                 del s.dead[job.id]
-                s.results.pop(job.id, None)
-            if queues is None:
-                s.results.clear()
-                s.ticks.clear()
-            return len(doomed) + len(dead)
+            for job_id in [j for j, entry in s.results.items() if doomed(entry[2])]:
+                del s.results[job_id]
+            s.ticks = {t for t in s.ticks if not doomed(t[0])}
+            return len(jobs) + len(dead)
 
-    async def _claim_tick(self, name: str, tick: datetime) -> bool:
+    async def _claim_tick(self, name: str, tick: datetime, queue: str) -> bool:
         with self._s.lock:
-            key = (name, tick.timestamp())
+            key = (queue, name, tick.timestamp())
             if key in self._s.ticks:
                 return False
             self._s.ticks.add(key)
@@ -410,7 +411,7 @@ class MemoryBackend(Backend):
             job.cancel_requested = False
             s.jobs[job.id] = job
             if job.key is not None:
-                s.keys.setdefault(job.key, job.id)
+                s.keys.setdefault((job.queue, job.key), job.id)
             self._push(job)
             s.job_waiters.wake()
             return True
