@@ -55,7 +55,8 @@ Rules the conformance suite (:mod:`sitq.testing`) checks:
   ``(queue, name, tick)``, and ``purge([queue])`` forgets it.
 * ``_purge(queues)`` deletes everything stored for those queues (jobs in every state,
   results, dead letters, idempotency keys, cron ticks) and nothing of other queues.
-* ``_close`` ends every task and connection the backend started.
+* ``_close`` ends every task and connection the backend started; it also runs after a
+  ``_connect`` that failed, so it must cope with a half-open backend.
 * With ``supports_dead_letters``, a failed job is kept and listed by ``_dead_letters`` and
   ``_requeue`` puts it back to ``queued``.
 
@@ -66,6 +67,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -214,7 +216,13 @@ class Backend(abc.ABC):
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
             if not self._connected:
-                await self._connect()
+                try:
+                    await self._connect()
+                except BaseException:
+                    # A connect that failed half-way leaves nothing behind either.
+                    with contextlib.suppress(Exception):
+                        await self._close()
+                    raise
                 self._connected = True
 
     async def aclose(self) -> None:

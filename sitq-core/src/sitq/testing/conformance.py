@@ -9,6 +9,10 @@ A backend author subclasses it in a test module and provides ``backend_url``::
         def backend_url(self) -> str:
             return "mystore://127.0.0.1:9999/0"
 
+The tests of the jobs' storage are here; those of the backend's life around them (the
+contract's shape, key scope, purge, close, capability refusals, graceful shutdown) are in
+:mod:`sitq.testing._lifecycle`, mixed in.
+
 Every test uses its own queue names (so tests against a shared server never see each
 other's data) and purges them afterwards. Tests of an optional capability skip with the
 reason when the backend declares it does not have it. Requires ``pytest`` and ``anyio``
@@ -35,25 +39,16 @@ import pytest
 from ..backend import Backend, Finish
 from ..chain import Chain
 from ..errors import JobNotFound, TaskFailed
-from ..job import Job, new_job_id, utcnow
+from ..job import utcnow
 from ..plugins import get_registry
 from ..queue import TaskQueue
 from ..worker import Worker
 from . import tasks
+from ._jobs import claim_all, make_job
+from ._lifecycle import LifecycleTests
 
 __all__ = ["BackendConformance", "make_job"]
 
-def make_job(queue: str, **fields: Any) -> Job:
-    """A job record with a dummy payload, for storage-level tests."""
-    fields.setdefault("payload", b"\x00payload\xff")
-    return Job(
-        id=new_job_id(), queue=queue, task="sitq.testing.tasks:noop", serializer="msgpack",
-        **fields,
-    )
-
-
-async def _claim_all(backend: Backend, queue: str, lease: float = 30.0) -> list[Job]:
-    return await backend.claim([queue], limit=1000, lease=lease, worker="t")
 
 
 def _claimer_process(
@@ -85,7 +80,7 @@ def _claimer_process(
     out.put(asyncio.run(run()))
 
 
-class BackendConformance:
+class BackendConformance(LifecycleTests):
     """The conformance suite. Subclass it and provide a ``backend_url`` fixture."""
 
     pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -104,6 +99,12 @@ class BackendConformance:
     @pytest.fixture
     def backend_options(self) -> dict[str, Any]:
         return {}
+
+    @pytest.fixture
+    def unreachable_backend_url(self) -> str | None:
+        """A URL of your backend whose store cannot be reached (a closed port), for the
+        failed-connect test; ``None`` skips it."""
+        return None
 
     @pytest.fixture
     def queue_name(self) -> str:
@@ -167,7 +168,7 @@ class BackendConformance:
         await backend.enqueue(job)
         stored = await backend.get_job(job.id)
         assert stored is not None and stored.state == "queued"
-        [claimed] = await _claim_all(backend, queue_name)
+        [claimed] = await claim_all(backend, queue_name)
         for field in ("id", "queue", "task", "payload", "serializer", "headers", "priority",
                       "max_retries", "timeout", "key", "result_ttl", "chain"):
             assert getattr(claimed, field) == getattr(job, field), field
@@ -203,12 +204,12 @@ class BackendConformance:
         later = make_job(queue_name, eta=utcnow() + timedelta(seconds=1.2))
         now = make_job(queue_name)
         await backend.enqueue_many([later, now])
-        claimed = await _claim_all(backend, queue_name)
+        claimed = await claim_all(backend, queue_name)
         assert [j.id for j in claimed] == [now.id]
         stats = (await backend.stats([queue_name]))[queue_name]
         assert stats.scheduled == 1
         await asyncio.sleep(1.5)
-        claimed = await _claim_all(backend, queue_name)
+        claimed = await claim_all(backend, queue_name)
         assert [j.id for j in claimed] == [later.id]
 
     async def test_due_jobs_in_eta_order(self, backend: Backend, queue_name: str) -> None:
@@ -249,23 +250,23 @@ class BackendConformance:
 
     async def test_retry_with_backoff(self, backend: Backend, queue_name: str) -> None:
         await backend.enqueue(make_job(queue_name, max_retries=2))
-        [job] = await _claim_all(backend, queue_name)
+        [job] = await claim_all(backend, queue_name)
         job.failures += 1
         assert await backend.retry(job, 1.0)
-        assert await _claim_all(backend, queue_name) == []
+        assert await claim_all(backend, queue_name) == []
         info = await backend.get_job(job.id)
         assert info is not None and info.state == "queued" and info.failures == 1
         await asyncio.sleep(1.3)
-        [again] = await _claim_all(backend, queue_name)
+        [again] = await claim_all(backend, queue_name)
         assert again.id == job.id and again.attempt == 2 and again.failures == 1
         assert again.lease_expiries == 0
         assert await backend.retry(job, 0) is False  # stale attempt is fenced
 
     async def test_release_puts_job_back(self, backend: Backend, queue_name: str) -> None:
         await backend.enqueue(make_job(queue_name))
-        [job] = await _claim_all(backend, queue_name)
+        [job] = await claim_all(backend, queue_name)
         assert await backend.release(job)
-        [again] = await _claim_all(backend, queue_name)
+        [again] = await claim_all(backend, queue_name)
         assert again.id == job.id and again.failures == 0 and again.lease_expiries == 0
 
     async def test_idempotency_key(self, backend: Backend, queue_name: str) -> None:
@@ -273,7 +274,7 @@ class BackendConformance:
         first = make_job(queue_name, key=key)
         assert await backend.enqueue(first) == first.id
         assert await backend.enqueue(make_job(queue_name, key=key)) == first.id
-        [claimed] = await _claim_all(backend, queue_name)
+        [claimed] = await claim_all(backend, queue_name)
         assert await backend.enqueue(make_job(queue_name, key=key)) == first.id  # running
         assert await backend.complete(claimed, b"done")
         again = make_job(queue_name, key=key)
@@ -289,7 +290,7 @@ class BackendConformance:
         started = time.monotonic()
         assert await backend.wait_result(job.id, 0.3) is None
         assert time.monotonic() - started >= 0.25
-        [claimed] = await _claim_all(backend, queue_name)
+        [claimed] = await claim_all(backend, queue_name)
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
@@ -303,7 +304,7 @@ class BackendConformance:
 
     async def test_result_ttl(self, backend: Backend, queue_name: str) -> None:
         await backend.enqueue(make_job(queue_name, result_ttl=1.0))
-        [job] = await _claim_all(backend, queue_name)
+        [job] = await claim_all(backend, queue_name)
         await backend.complete(job, b"short-lived")
         assert await backend.get_result(job.id) == b"short-lived"
         await asyncio.sleep(2.1)
@@ -313,11 +314,11 @@ class BackendConformance:
         queued = make_job(queue_name)
         running = make_job(queue_name)
         await backend.enqueue(running)
-        [claimed] = await _claim_all(backend, queue_name)
+        [claimed] = await claim_all(backend, queue_name)
         await backend.enqueue(queued)
         assert await backend.cancel(queued.id, b"cancelled") == "cancelled"
         assert await backend.get_result(queued.id) == b"cancelled"
-        assert await _claim_all(backend, queue_name) == []
+        assert await claim_all(backend, queue_name) == []
         assert await backend.cancel(running.id, b"cancelled") == "requested"
         assert await backend.extend([claimed], 30) == ["cancel"]
         await backend.fail(claimed, b"stopped")
@@ -334,7 +335,7 @@ class BackendConformance:
         assert await backend.purge([queue_name]) >= 4
         stats = (await backend.stats([queue_name]))[queue_name]
         assert (stats.queued, stats.scheduled, stats.running) == (0, 0, 0)
-        assert await _claim_all(backend, queue_name) == []
+        assert await claim_all(backend, queue_name) == []
 
     async def test_get_job_states(self, backend: Backend, queue_name: str) -> None:
         job = make_job(queue_name)
@@ -342,7 +343,7 @@ class BackendConformance:
         await backend.enqueue(job)
         stored = await backend.get_job(job.id)
         assert stored is not None and stored.state == "queued"
-        [_claimed] = await _claim_all(backend, queue_name)
+        [_claimed] = await claim_all(backend, queue_name)
         stored = await backend.get_job(job.id)
         assert stored is not None and stored.state == "running" and stored.attempt == 1
 
@@ -412,14 +413,14 @@ class BackendConformance:
             pytest.skip(f"{type(backend).__name__} does not keep dead letters")
         job = make_job(queue_name)
         await backend.enqueue(job)
-        [claimed] = await _claim_all(backend, queue_name)
+        [claimed] = await claim_all(backend, queue_name)
         await backend.fail(claimed, b"failed-result")
         dead = await backend.dead_letters(queue_name)
         assert [j.id for j in dead] == [job.id]
         assert (await backend.stats([queue_name]))[queue_name].failed == 1
         assert await backend.requeue(job.id)
         assert await backend.dead_letters(queue_name) == []
-        [again] = await _claim_all(backend, queue_name)
+        [again] = await claim_all(backend, queue_name)
         assert again.id == job.id
         assert await backend.get_result(job.id) is None
 

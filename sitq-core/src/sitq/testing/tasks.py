@@ -61,6 +61,18 @@ async def marker_then_sleep(directory: str, name: str, seconds: float) -> str:
     return name
 
 
+async def slow_once(directory: str, seconds: float) -> str:
+    """First run: write ``started-<pid>`` in ``directory`` and sleep ``seconds``; every
+    later run returns at once."""
+    marker = Path(directory, "ran-once")
+    if not marker.exists():
+        marker.touch()
+        Path(directory, f"started-{os.getpid()}").touch()
+        await asyncio.sleep(seconds)
+        return "first run"
+    return "later run"
+
+
 def unpicklable_result() -> Any:
     import threading
 
