@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sitq.testing import BackendConformance
-from tests.redis._servers import RedisCluster3, redis_server_binary
+from tests.redis._servers import RedisCluster3, free_cluster_port, redis_server_binary
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,10 @@ class TestRedisCluster(BackendConformance):
     @pytest.fixture
     def backend_url(self, cluster: RedisCluster3) -> str:
         return cluster.url  # cluster mode is detected from the server (cluster=auto)
+
+    @pytest.fixture
+    def unreachable_backend_url(self) -> str:
+        return f"redis://127.0.0.1:{free_cluster_port()}/0?cluster=true"
 
     async def test_queues_spread_over_nodes(self, backend_url: str) -> None:
         from sitq_redis import RedisBackend

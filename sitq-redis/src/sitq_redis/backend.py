@@ -134,12 +134,16 @@ class _Errors:
                     exc = rexc.TimeoutError(
                         f"no answer within command_timeout={backend.command_timeout}s"
                     )
-        if exc is None or not isinstance(exc, rexc.RedisError | OSError):
+        if exc is None or not isinstance(
+            exc, rexc.RedisError | rexc.RedisClusterException | OSError
+        ):
             return
         where = backend.safe_url
         if isinstance(exc, _LossSignal):
             raise DataLost(str(exc)) from exc
-        if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        # A cluster none of whose nodes answers raises RedisClusterException on connect.
+        unreachable = self.what == "connect" and isinstance(exc, rexc.RedisClusterException)
+        if unreachable or isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
             raise BackendUnavailable(
                 f"Redis at {where} is unreachable during {self.what}: "
                 f"{exc or type(exc).__name__}. Check that the server is running and that "
