@@ -380,6 +380,9 @@ class MemoryBackend(Backend):
             for job_id in [j for j, entry in s.results.items() if doomed(entry[2])]:
                 del s.results[job_id]
             s.ticks = {t for t in s.ticks if not doomed(t[0])}
+            for heaps in (s.ready, s.scheduled):
+                for queue in [q for q in heaps if doomed(q)]:
+                    del heaps[queue]
             return len(jobs) + len(dead)
 
     async def _claim_tick(self, name: str, tick: datetime, queue: str) -> bool:

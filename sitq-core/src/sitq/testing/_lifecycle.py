@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -304,39 +304,48 @@ class LifecycleTests:
             assert "sitq worker" in out.stderr, out.stderr
 
     # ================================================================== shutdown
-    @asynccontextmanager
-    async def _signalled_worker(
-        self, backend: Backend, make_backend: Callable[..., Backend], backend_url: str,
-        queue_name: str,
-    ) -> AsyncIterator[_Signalled]:
-        """A worker stopped by SIGTERM: ``sitq worker`` in a subprocess where the store is
-        shared between processes, else a ``Worker`` in this process."""
-        if backend.supports_multiprocess:
-            proc = _WorkerProcess(backend_url, queue_name)
-            try:
-                yield proc
-            finally:
-                await asyncio.to_thread(proc.close)
-            return
-        own = make_backend()
-        runner = _WorkerInProcess(own, queue_name)
-        try:
-            yield runner
-        finally:
-            await runner.close()
-            await own.aclose()
-
-    async def test_shutdown_signal_lets_running_jobs_finish(
+    @pytest.fixture
+    def job_in_signalled_worker(
         self, backend: Backend, make_backend: Callable[..., Backend], backend_url: str,
         queue: TaskQueue, queue_name: str, tmp_path: Path,
+    ) -> Callable[[float], AbstractAsyncContextManager[tuple[_Signalled, str]]]:
+        """``async with job_in_signalled_worker(seconds) as (worker, job_id)``: a job that
+        sleeps ``seconds`` (writing ``started-job-*`` / ``done-job-*`` markers in
+        ``tmp_path``), running in a worker stopped by SIGTERM: ``sitq worker`` in a
+        subprocess where the store is shared between processes, else a ``Worker`` here."""
+
+        @asynccontextmanager
+        async def run(seconds: float) -> AsyncIterator[tuple[_Signalled, str]]:
+            job_id = await queue.options(queue=queue_name).enqueue(
+                tasks.marker_then_sleep, str(tmp_path), "job", seconds
+            )
+
+            async def started() -> bool:
+                return await _has(tmp_path, "started-job-*")
+
+            if backend.supports_multiprocess:
+                proc = _WorkerProcess(backend_url, queue_name)
+                try:
+                    await _until(started, "the job to start")
+                    yield proc, job_id
+                finally:
+                    await asyncio.to_thread(proc.close)
+                return
+            own = make_backend()
+            runner = _WorkerInProcess(own, queue_name)
+            try:
+                await _until(started, "the job to start")
+                yield runner, job_id
+            finally:
+                await runner.close()
+                await own.aclose()
+
+        return run
+
+    async def test_shutdown_signal_lets_running_jobs_finish(
+        self, job_in_signalled_worker: Callable[..., Any], queue: TaskQueue, tmp_path: Path
     ) -> None:
-        job_id = await queue.options(queue=queue_name).enqueue(
-            tasks.marker_then_sleep, str(tmp_path), "job", 1.0
-        )
-        async with self._signalled_worker(
-            backend, make_backend, backend_url, queue_name
-        ) as worker:
-            await _until(lambda: _has(tmp_path, "started-job-*"), "the job to start")
+        async with job_in_signalled_worker(1.0) as (worker, job_id):
             worker.signal()
             assert await worker.exited(_EXIT_LIMIT), "the worker did not stop after SIGTERM"
         result = await queue.get_result(job_id)
@@ -345,16 +354,10 @@ class LifecycleTests:
         assert len(list(tmp_path.glob("done-job-*"))) == 1
 
     async def test_shutdown_second_signal_releases_at_once(
-        self, backend: Backend, make_backend: Callable[..., Backend], backend_url: str,
-        queue: TaskQueue, queue_name: str, tmp_path: Path,
+        self, job_in_signalled_worker: Callable[..., Any], backend: Backend, queue: TaskQueue,
+        tmp_path: Path,
     ) -> None:
-        job_id = await queue.options(queue=queue_name).enqueue(
-            tasks.marker_then_sleep, str(tmp_path), "job", 120.0
-        )
-        async with self._signalled_worker(
-            backend, make_backend, backend_url, queue_name
-        ) as worker:
-            await _until(lambda: _has(tmp_path, "started-job-*"), "the job to start")
+        async with job_in_signalled_worker(120.0) as (worker, job_id):
             worker.signal()  # drains: up to the 30 s default grace
             assert not await worker.exited(0.5), "the first signal must let the job run on"
             assert (await queue.inspect(job_id)).state == "running"
