@@ -31,3 +31,18 @@ def anyio_backend() -> str:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def pytest_report_header() -> str:
+    """Names the installed version of every backend driver (see tests/matrix/drivers.py)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tests.matrix.drivers import ROWS
+
+    found = []
+    for row in ROWS:
+        try:
+            found.append(f"{row.driver} {version(row.driver)}")
+        except PackageNotFoundError:
+            found.append(f"{row.driver} not installed")
+    return "drivers: " + ", ".join(found)
