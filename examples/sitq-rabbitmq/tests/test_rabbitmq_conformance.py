@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -19,3 +20,10 @@ class TestRabbitMQBackend(BackendConformance):
         # Record queues of finished jobs outlive their result by at most a minute; a
         # short default TTL keeps what the suite leaves on the shared broker short-lived.
         return {"result_ttl": 60.0}
+
+    @pytest.fixture
+    def unreachable_backend_url(self, prefix: str) -> str:
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return f"amqp://guest:guest@127.0.0.1:{port}/?prefix={prefix}"

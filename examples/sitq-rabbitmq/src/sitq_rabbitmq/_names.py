@@ -62,12 +62,18 @@ class Names:
         """The job's record queue: one message holding its state, then its result."""
         return f"{self.prefix}:{_part('job', job_id)}"
 
-    def key(self, key: str) -> str:
-        return f"{self.prefix}:key.{hashlib.sha1(key.encode()).hexdigest()}"
+    def journal(self, queue: str) -> str:
+        """Every job ever created in ``queue`` (id and key), until its record expires:
+        what ``purge`` reads to find the records and keys to delete."""
+        return self.work(queue) + ":journal"
 
-    def tick(self, name: str, timestamp: float) -> str:
-        digest = hashlib.sha1(f"{name}\0{timestamp!r}".encode()).hexdigest()
-        return f"{self.prefix}:tick.{digest}"
+    def ticks(self, queue: str) -> str:
+        """A record: the cron ticks claimed for schedules enqueueing into ``queue``."""
+        return self.work(queue) + ":ticks"
+
+    def key(self, queue: str, key: str) -> str:
+        """An idempotency key of ``queue``: a queue holding the id of the job that has it."""
+        return f"{self.work(queue)}:key.{hashlib.sha1(key.encode()).hexdigest()}"
 
 
 def delay_route(units: int) -> tuple[int, str]:

@@ -322,6 +322,7 @@ class RabbitMQBackend(Backend):
             dead = await ch.declare_queue(n.dead(queue), durable=True)
             await dead.bind(dlx, routing_key=work)
             await ch.declare_queue(n.running(queue), durable=True)
+            await ch.declare_queue(n.journal(queue), durable=True)
             due = await ch.declare_exchange(n.due(queue), aio_pika.ExchangeType.FANOUT,
                                             durable=True)
             await (await ch.get_queue(work, ensure=False)).bind(due)
@@ -442,11 +443,19 @@ class RabbitMQBackend(Backend):
         return ids
 
     async def _create(self, job: Record) -> None:
+        """Declare and write the job's record, and add the job to its queue's journal."""
         name = self.names.record(job["id"])
+        life = self._record_life(job)
+        await self._ensure_queue(job["queue"])
         async with self._channel() as channel:
-            await self._declare_record(channel, name, self._record_life(job))
+            await self._declare_record(channel, name, life)
             record = {"job": job, "seq": 0, "result": None, "expires": None, "dead": False}
-            await self._publish(channel, name, _pack(record))
+            await asyncio.gather(
+                self._publish(channel, name, _pack(record)),
+                self._publish(channel, self.names.journal(job["queue"]),
+                              _pack({"id": job["id"], "key": job["key"]}),
+                              expiration=max(life, _MIN_RECORD_LIFE)),
+            )
 
     async def _take_key(self, job: Job) -> str:
         """Own ``job.key`` (returns ``job.id``) or return the id of the live job holding it.
@@ -455,7 +464,7 @@ class RabbitMQBackend(Backend):
         ``x-overflow=reject-publish``: of two publishes, the broker confirms one.
         """
         assert job.key is not None
-        name = self.names.key(job.key)
+        name = self.names.key(job.queue, job.key)
         for _ in range(100):
             async with self._channel() as channel:
                 await channel.declare_queue(name, durable=True, arguments={
@@ -477,12 +486,12 @@ class RabbitMQBackend(Backend):
             record = await self._read(self.names.record(holder))
             if record is not None and record["job"]["state"] in _LIVE:
                 return holder
-            await self._free_key(job.key, holder)  # the holder ended without freeing it
+            await self._free_key(job.queue, job.key, holder)  # it ended without freeing it
         raise BackendError(f"could not take idempotency key {job.key!r}")
 
-    async def _free_key(self, key: str, holder: str) -> None:
+    async def _free_key(self, queue: str, key: str, holder: str) -> None:
         """Delete the key's queue if it still names ``holder``."""
-        name = self.names.key(key)
+        name = self.names.key(queue, key)
         async with self._channel() as channel:
             for _ in range(100):
                 try:
@@ -594,13 +603,12 @@ class RabbitMQBackend(Backend):
                 held.timer.cancel()
                 del self._held[key]
 
-    async def wait_for_jobs(self, queues: Any, timeout: float) -> None:
+    async def _wait_for_jobs(self, queues: list[str], timeout: float) -> None:
         """Consume the work queues until a message arrives, then hand it back.
 
         The message is ``nack``-ed to its place in the queue, and the worker's next claim
         (or another worker's) takes it with ``basic.get``.
         """
-        await self.connect()
         await self._alive()
         assert self._wake is not None
         async with self._wake_lock:
@@ -662,7 +670,7 @@ class RabbitMQBackend(Backend):
             stored.update(failures=job.failures, lease_until=None)
             if outcome in ("success", "failed"):
                 stored["state"] = outcome
-                ttl = job.result_ttl or self.result_ttl
+                ttl = item.ttl
                 record.update(result=item.result, expires=now + ttl)
                 if outcome == "failed":
                     record["dead"] = True
@@ -682,7 +690,7 @@ class RabbitMQBackend(Backend):
         if held is not None:
             await self._let_go(held, requeue=not ok)
         if ok and job.key is not None and outcome in ("success", "failed"):
-            await self._free_key(job.key, job.id)
+            await self._free_key(job.queue, job.key, job.id)
         return ok
 
     # ------------------------------------------------------------------ results and jobs
@@ -701,7 +709,7 @@ class RabbitMQBackend(Backend):
             return None
         return Job.from_dict(record["job"])
 
-    async def _cancel(self, job_id: str, result: bytes) -> CancelOutcome:
+    async def _cancel(self, job_id: str, result: bytes, ttl: float) -> CancelOutcome:
         now = time.time()
 
         async def cancel(record: Record | None, _: AbstractChannel) -> tuple[Record | None, Any]:
@@ -714,14 +722,14 @@ class RabbitMQBackend(Backend):
             if job["state"] != "queued":
                 return None, "finished"
             job["state"] = "failed"
-            record.update(result=result, expires=now + (job["result_ttl"] or self.result_ttl))
+            record.update(result=result, expires=now + ttl)
             return record, "cancelled"
 
         outcome: CancelOutcome = await self._locked(self.names.record(job_id), cancel)
         if outcome == "cancelled":
             job = await self._get_job(job_id)
             if job is not None and job.key is not None:
-                await self._free_key(job.key, job_id)
+                await self._free_key(job.queue, job.key, job_id)
         return outcome
 
     # ------------------------------------------------------------------ management
@@ -753,27 +761,30 @@ class RabbitMQBackend(Backend):
         return sum(counts)
 
     async def _purge_queue(self, queue: str) -> int:
+        """Delete the records and keys of every job the queue's journal lists, then the
+        queue's own queues and exchanges."""
         n = self.names
-        running = await self._probe(n.running(queue))
         levels = []
         for k in range(DELAY_LEVELS):
             if await self._probe(n.level(queue, k)) is None:
                 break
             levels.append(n.level(queue, k))
-        ids: set[str] = set()
+        entries: list[Record] = []
         async with self._channel() as ch:
-            for name in (n.work(queue), n.dead(queue), *levels):
-                while True:  # read the pointers to delete the records they point to
-                    try:
-                        message = await self._get(ch, name, no_ack=True)
-                    except _Missing:
-                        break
-                    if message is None:
-                        break
-                    ids.add(_unpack(message.body)["job"]["id"])
-            for job_id in ids:
-                await ch.queue_delete(n.record(job_id))
-            for name in (n.work(queue), n.dead(queue), n.running(queue), *levels):
+            while True:
+                try:
+                    message = await self._get(ch, n.journal(queue), no_ack=True)
+                except _Missing:
+                    break
+                if message is None:
+                    break
+                entries.append(_unpack(message.body))
+            for entry in entries:
+                await ch.queue_delete(n.record(entry["id"]))
+                if entry.get("key") is not None:
+                    await ch.queue_delete(n.key(queue, entry["key"]))
+            for name in (n.work(queue), n.dead(queue), n.running(queue), n.journal(queue),
+                         n.ticks(queue), *levels):
                 await ch.queue_delete(name)
             for name in (*levels, n.due(queue)):
                 await ch.exchange_delete(name)
@@ -786,19 +797,23 @@ class RabbitMQBackend(Backend):
                     else None), None
 
         await self._locked(n.registry, drop)
-        return len(ids) + (running[1] if running else 0)
+        return len(entries)
 
-    async def _claim_tick(self, name: str, tick: datetime) -> bool:
-        """The first publish into a one-message, reject-publish queue wins."""
-        queue = self.names.tick(name, tick.timestamp())
-        async with self._channel() as channel:
-            await channel.declare_queue(queue, durable=True, arguments={
-                "x-max-length": 1, "x-overflow": "reject-publish",
-                "x-expires": _ms(self.tick_ttl)})
-            try:
-                return await self._publish(channel, queue, b"1")
-            except DeliveryError:
-                return False
+    async def _claim_tick(self, name: str, tick: datetime, queue: str) -> bool:
+        """Ticks claimed for ``queue`` live in one record; its lock makes the claim atomic.
+        Ticks older than ``tick_ttl`` are dropped from it as new ones are added."""
+        stamp = f"{name}\0{tick.timestamp()!r}"
+        now = time.time()
+
+        async def claim(record: Record | None, _: AbstractChannel) -> tuple[Record | None, bool]:
+            ticks = (record or {}).get("ticks", {})
+            if stamp in ticks:
+                return None, False
+            ticks = {k: at for k, at in ticks.items() if at > now - self.tick_ttl}
+            ticks[stamp] = now
+            return {"ticks": ticks}, True
+
+        return await self._locked(self.names.ticks(queue), claim, life=self.tick_ttl)
 
     # ------------------------------------------------------------------ dead letters
     async def _dead_letters(self, queue: str, limit: int) -> list[Job]:
