@@ -830,9 +830,7 @@ class RabbitMQBackend(Backend):
             except _Missing:
                 return []
             finally:
-                for message in held:
-                    if not ch.is_closed:
-                        await message.nack(requeue=True)
+                await self._give_back(ch, self.names.dead(queue), held)
         return jobs
 
     async def _requeue(self, job_id: str) -> bool:
@@ -859,10 +857,24 @@ class RabbitMQBackend(Backend):
                     held.append(message)
             except _Missing:
                 pass
-            for message in held:
-                if not ch.is_closed:
-                    await message.nack(requeue=True)
+            await self._give_back(ch, self.names.dead(queue), held)
         return True
+
+    async def _give_back(
+        self, ch: AbstractChannel, name: str, messages: list[AbstractIncomingMessage]
+    ) -> None:
+        """Return messages to their queue, and wait until the queue has them back.
+
+        A ``nack`` has no reply; a passive declare on the same channel after it is
+        answered only once the queue has handled the nacks (so a count read next sees
+        them)."""
+        if ch.is_closed:
+            return
+        for message in messages:
+            await message.nack(requeue=True)
+        if messages:
+            with contextlib.suppress(ChannelClosed):
+                await ch.declare_queue(name, passive=True)
 
 
 async def _ignore(message: AbstractIncomingMessage) -> None:  # pragma: no cover
