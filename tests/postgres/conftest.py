@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -42,3 +43,11 @@ def postgres_schema() -> Iterator[str]:
 def postgres_url(postgres_schema: str) -> str:
     require_server("PostgreSQL", PG_HOST, PG_PORT)
     return f"{PG_BASE}?schema={postgres_schema}"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -13,5 +13,5 @@ class TestPostgresBackend(BackendConformance):
         return postgres_url
 
     @pytest.fixture
-    def unreachable_backend_url(self) -> str:
-        return "postgresql://postgres@127.0.0.1:1/test"
+    def unreachable_backend_url(self, closed_port: int) -> str:
+        return f"postgresql://postgres@127.0.0.1:{closed_port}/test"
