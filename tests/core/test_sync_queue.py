@@ -144,8 +144,8 @@ def test_close_stops_its_thread(mem_url: str) -> None:
 
 def test_construction_errors_leak_no_thread() -> None:
     before = sitq_threads()
-    with pytest.raises(NotInstalled, match="pip install sitq-postgres"):
-        SyncTaskQueue("postgresql://localhost/db")
+    with pytest.raises(NotInstalled, match="backend 'nosuchstore' is not installed"):
+        SyncTaskQueue("nosuchstore://localhost/db")
     assert sitq_threads() - before == set()
 
 
