@@ -3,6 +3,8 @@ process imports it; ``sitq.testing.tasks`` would also import pytest)."""
 
 from __future__ import annotations
 
+import asyncio
+
 
 async def noop() -> None:
     return None
@@ -10,3 +12,8 @@ async def noop() -> None:
 
 def noop_sync() -> None:
     return None
+
+
+async def sleep50() -> None:
+    """An I/O-bound job: 50 ms of waiting (bench/io_bench.py)."""
+    await asyncio.sleep(0.05)

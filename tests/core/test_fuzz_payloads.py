@@ -42,7 +42,7 @@ def _payload(serializer: str, signer: Signer) -> bytes:
 
 def _prepare_only_raises_sitq_errors(worker: Worker, job: Job) -> None:
     try:
-        call = worker._prepare(job)
+        call = worker._attempts.prepare(job)
     except SitqError:
         return
     assert callable(call.func)
@@ -61,7 +61,7 @@ def test_garbage_payload_for_data_serializers(data: bytes, serializer: str) -> N
        serializer=st.sampled_from(["cloudpickle", "pickle", "json", "msgpack"]))
 def test_garbage_payload_with_a_key_is_refused_unread(data: bytes, serializer: str) -> None:
     with pytest.raises(SignatureError):
-        KEYED._prepare(_job(data, serializer))
+        KEYED._attempts.prepare(_job(data, serializer))
 
 
 @FUZZ
@@ -72,7 +72,7 @@ def test_truncated_payload(serializer: str, cut: float) -> None:
     for worker, signer in ((OPEN, Signer()), (KEYED, Signer("fuzz-key"))):
         payload = _payload(serializer, signer)
         with pytest.raises(SitqError):
-            worker._prepare(_job(payload[: int(len(payload) * cut)], serializer))
+            worker._attempts.prepare(_job(payload[: int(len(payload) * cut)], serializer))
 
 
 @FUZZ
@@ -82,7 +82,7 @@ def test_tampered_signed_payload(serializer: str, position: float, flip: int) ->
     payload = bytearray(_payload(serializer, Signer("fuzz-key")))
     payload[int(len(payload) * position)] ^= flip
     with pytest.raises(SignatureError):
-        KEYED._prepare(_job(bytes(payload), serializer))
+        KEYED._attempts.prepare(_job(bytes(payload), serializer))
 
 
 @FUZZ

@@ -208,9 +208,9 @@ def test_backoff_is_exponential_capped_full_jitter(monkeypatch: pytest.MonkeyPat
         bounds.append((low, high))
         return high
 
-    monkeypatch.setattr("sitq.worker.random.uniform", uniform)
+    monkeypatch.setattr("sitq._execute.random.uniform", uniform)
     job = Job(id="j", queue="q", task="t:t", payload=b"", serializer="json", max_retries=10)
-    delays = [worker._on_error(job, ValueError("x"), None, utcnow()).retry_delay
+    delays = [worker._attempts.on_error(job, ValueError("x"), None, utcnow()).retry_delay
               for _ in range(5)]
     assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
     assert all(low == 0 for low, _ in bounds), "full jitter: anywhere from 0 to the cap"
@@ -219,7 +219,7 @@ def test_backoff_is_exponential_capped_full_jitter(monkeypatch: pytest.MonkeyPat
 
 async def test_retry_waits_for_its_backoff(queue: TaskQueue, run_worker: Any, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sitq.worker.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("sitq._execute.random.uniform", lambda low, high: high)
     async with run_worker(retry_backoff=0.5):
         job_id = await queue.options(retries=1).enqueue(tasks.flaky, str(tmp_path / "r"), 1)
         await wait_until(lambda: _is_scheduled(queue, job_id))
@@ -348,11 +348,11 @@ async def test_second_signal_stops_at_once(queue: TaskQueue, run_worker: Any) ->
     async with run_worker(shutdown_grace=30) as worker:
         job_id = await queue.enqueue(tasks.sleep, 30)
         await wait_until(lambda: _is_running(queue, job_id))
-        worker._on_signal(signal.SIGTERM)  # drain: up to 30 s
+        worker._shutdown.on_signal(signal.SIGTERM)  # drain: up to 30 s
         await asyncio.sleep(0.3)
         assert await state_of(queue, job_id) == "running"
         started = time.monotonic()
-        worker._on_signal(signal.SIGTERM)  # second signal: release now
+        worker._shutdown.on_signal(signal.SIGTERM)  # second signal: release now
         await asyncio.wait_for(worker._main, 5)  # type: ignore[arg-type]
         assert time.monotonic() - started < 2
     assert await state_of(queue, job_id) == "queued"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import multiprocessing
 import os
 import signal
@@ -30,6 +29,7 @@ from typing import Any, ClassVar
 import cloudpickle
 
 from sitq import ErrorInfo, JobCall, SitqError, Worker
+from sitq.worker import import_app, run_to_completion
 
 __all__ = ["ProcessCrashed", "ProcessWorker"]
 
@@ -66,8 +66,6 @@ def _child_main(conn: Connection, app: str | None, parent: int | None = None) ->
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                          name="sitq-parent-watch").start()
     if app:
-        from sitq.worker import import_app
-
         import_app(app)
     while True:
         try:
@@ -75,10 +73,7 @@ def _child_main(conn: Connection, app: str | None, parent: int | None = None) ->
         except (EOFError, OSError):
             return
         try:
-            func, args, kwargs = cloudpickle.loads(data)
-            value = func(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = asyncio.run(_await(value))
+            value = run_to_completion(*cloudpickle.loads(data))
             try:
                 out = cloudpickle.dumps(("ok", value))
             except Exception as exc:
@@ -94,10 +89,6 @@ def _child_main(conn: Connection, app: str | None, parent: int | None = None) ->
                 tb = None
             out = cloudpickle.dumps(("err", info.type, info.message, info.module, tb))
         conn.send_bytes(out)
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 class _Child:
