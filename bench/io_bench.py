@@ -40,13 +40,14 @@ def worker_main(url: str, queue: str, concurrency: int, mark: str) -> None:
     """The worker process: record when the worker starts and ends."""
     from sitq import Worker
 
-    async def main() -> None:
+    async def main() -> tuple[float, float]:
         worker = Worker(url, queues=[queue], concurrency=concurrency, burst=True)
         started = time.time()
         await worker.start()
-        Path(mark).write_text(f"{started} {time.time()}")
+        return started, time.time()
 
-    asyncio.run(main())
+    started, ended = asyncio.run(main())
+    Path(mark).write_text(f"{started} {ended}")
 
 
 def sqlite_url(name: str) -> str:
