@@ -39,15 +39,16 @@ def _uv() -> str:
 
 
 def _requirements(row: Row, version: str) -> str:
-    """The lock's export with ``row.driver`` pinned to ``version`` instead."""
+    """The lock's export with ``row.driver`` pinned to ``version`` instead (and the
+    row's ``unpinned`` packages left to the resolver)."""
     exported = subprocess.run(
         [_uv(), "export", "--frozen", "--no-hashes", "--no-header", "--no-annotate",
          "--all-packages", "--group", "dev"],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
     ).stdout
-    driver = _canonical(row.driver)
+    dropped = {_canonical(name) for name in (row.driver, *row.unpinned)}
     lines = [line for line in exported.splitlines()
-             if _canonical(re.split(r"[=<>!~;\[ ]", line.strip(), maxsplit=1)[0]) != driver]
+             if _canonical(re.split(r"[=<>!~;\[ ]", line.strip(), maxsplit=1)[0]) not in dropped]
     return "\n".join([*lines, f"{row.driver}=={version}", ""])
 
 

@@ -21,7 +21,7 @@ def rabbitmq_backend(url: str, **options: Any) -> sitq.Backend:
             raise
         raise NotInstalled(
             f"the RabbitMQ backend needs aio-pika ({exc}); pip install sitq-rabbitmq  "
-            "(or: pip install 'aio-pika>=9.4')"
+            "(or: pip install 'aio-pika>=10')"
         ) from exc
     return RabbitMQBackend.from_url(url, **options)
 
