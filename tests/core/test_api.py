@@ -289,7 +289,7 @@ async def test_task_is_sent_by_reference_and_resolves_undecorated() -> None:
     job_id = await deco_multiply.enqueue(1, 2)
     job = await deco_queue.backend.get_job(job_id)
     assert job is not None and job.task.endswith(":deco_multiply")
-    target = PickleSerializer().loads(job.payload)[0]
+    target = PickleSerializer().loads(job.payload)[1]  # [version, target, args, kwargs]
     assert isinstance(target, str), "a module-level task travels by reference"
     assert resolve_task(target) is deco_multiply.__sitq_func__
     await deco_queue.purge()
@@ -354,7 +354,7 @@ async def test_batch_takes_eta_like_enqueue(queue: TaskQueue) -> None:
         assert info.state == "scheduled" and info.eta == eta
         job = await queue.backend.get_job(job_id)
         assert job is not None
-        assert PickleSerializer().loads(job.payload)[2] == {}, "eta is not a task argument"
+        assert PickleSerializer().loads(job.payload)[3] == {}, "eta is not a task argument"
 
 
 async def test_batch_discarded_on_error(queue: TaskQueue) -> None:

@@ -28,7 +28,7 @@ from sitq import (
     TaskQueue,
     Worker,
 )
-from sitq._codec import encode_call
+from sitq._codec import call_encoder
 from sitq.job import new_job_id
 from sitq.plugins import Registry, get_registry
 from sitq.serializers import Signer
@@ -79,8 +79,8 @@ async def test_malformed_payload_fails_the_job(queue: TaskQueue, run_worker: Any
 async def test_truncated_payload_fails_the_job(queue: TaskQueue, run_worker: Any,
                                                serializer: str) -> None:
     registry = get_registry()
-    _, payload = encode_call(tasks.echo, ("x" * 100,), {"k": 1}, registry.serializer(serializer),
-                             Signer(), 1 << 20)
+    _, encode = call_encoder(tasks.echo, registry.serializer(serializer), Signer(), 1 << 20)
+    payload = encode(("x" * 100,), {"k": 1})
     async with run_worker():
         job_id = await write_job(queue, payload[: len(payload) // 2], serializer)
         result = await failed_result(queue, job_id)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sitq import Job, Result, SerializationError, SignatureError, SitqError, TaskQueue
-from sitq._codec import decode_result, encode_call, encode_result
+from sitq._codec import RESULT_VERSION, call_encoder, decode_result, encode_result
 from sitq.backend import Finish
 from sitq.job import new_job_id, utcnow
 from sitq.plugins import get_registry
@@ -36,8 +36,8 @@ def _job(payload: bytes, serializer: str) -> Job:
 
 
 def _payload(serializer: str, signer: Signer) -> bytes:
-    return encode_call(tasks.echo, (1, "two", [3.0]), {"k": "v"},
-                       REGISTRY.serializer(serializer), signer, 1 << 20)[1]
+    _, encode = call_encoder(tasks.echo, REGISTRY.serializer(serializer), signer, 1 << 20)
+    return encode((1, "two", [3.0]), {"k": "v"})
 
 
 def _prepare_only_raises_sitq_errors(worker: Worker, job: Job) -> None:
@@ -155,24 +155,25 @@ def test_truncated_result(cut: float, status: str) -> None:
             decode_result(data[: int(len(data) * cut)], REGISTRY.serializer, signer)
 
 
-_FIELDS = ["id", "s", "e", "t", "a", "n", "q", "eq", "st", "fi", "w", "z", "v"]
+_FIELD_VALUES = (_json_values | st.binary(max_size=20)
+                 | st.sampled_from(["json", "msgpack", "success", "failed"]))
 
 
 @FUZZ
-@example(meta={"id": 1, "s": 5, "v": None})
-@example(meta={"id": "x", "s": "failed", "v": None, "e": "abc"})
-@example(meta={"id": "x", "s": "failed", "v": None, "e": [1, 2, 3], "a": "many"})
-@example(meta={"id": "x", "s": "success", "v": None, "t": 5, "eq": "x"})
-@example(meta={"id": "x", "s": "success", "v": b"\x01", "z": "json"})
-@example(meta={"id": "x", "s": "success", "v": b"1", "z": "no-such-serializer"})
-@example(meta={"id": "x", "s": "success", "v": None, "fi": 1e300})
-@given(meta=st.dictionaries(
-    st.sampled_from(_FIELDS) | st.text(max_size=4),
-    _json_values | st.binary(max_size=20) | st.sampled_from(["json", "msgpack", "success"]),
-    max_size=14,
-))
-def test_well_formed_but_wrong_shaped_result(meta: dict[str, Any]) -> None:
-    _decode_only_raises_sitq_errors(msgpack.packb(meta), Signer())
+@example(record=[RESULT_VERSION, 1, 5] + [None] * 11)
+@example(record=[RESULT_VERSION, "x", "failed", "abc"] + [None] * 10)
+@example(record=[RESULT_VERSION, "x", "failed", [1, 2, 3], None, "many"] + [None] * 8)
+@example(record=[RESULT_VERSION, "x", "success", None, 5, 0, None, None, "x"] + [None] * 5)
+@example(record=[RESULT_VERSION, "x", "success"] + [None] * 9 + ["json", b"\x01"])
+@example(record=[RESULT_VERSION, "x", "success"] + [None] * 9 + ["no-such", b"1"])
+@example(record=[RESULT_VERSION, "x", "success", None, None, 0] + [None] * 4 + [1e300] + [None] * 3)
+@example(record=[RESULT_VERSION + 1, "x", "success"])
+@example(record={"id": "x", "s": "success"})
+@given(record=st.lists(_FIELD_VALUES, max_size=15).map(lambda r: [RESULT_VERSION, *r])
+       | st.lists(_FIELD_VALUES, min_size=13, max_size=13)
+       | st.dictionaries(st.text(max_size=4), _FIELD_VALUES, max_size=14))
+def test_well_formed_but_wrong_shaped_result(record: Any) -> None:
+    _decode_only_raises_sitq_errors(msgpack.packb(record), Signer())
 
 
 def test_real_results_round_trip() -> None:
@@ -235,8 +236,9 @@ async def test_malicious_result_is_never_unpickled_by_a_keyed_client(
 ) -> None:
     """A forged, unsigned result in the store is refused before its value is unpickled."""
     sentinel = tmp_path / "pwned-result"
-    meta = {"id": "x", "s": "success", "z": "pickle", "v": pickle.dumps(_Evil(sentinel))}
-    forged = msgpack.packb(meta, use_bin_type=True)
+    record = [RESULT_VERSION, "x", "success", *[None] * 9, "pickle",
+              pickle.dumps(_Evil(sentinel))]
+    forged = msgpack.packb(record, use_bin_type=True)
     async with TaskQueue(mem_url, secret_key="real-key") as queue:
         job_id = await queue.enqueue(tasks.noop)
         [claimed] = await queue.backend.claim(["default"], worker="attacker")

@@ -1,17 +1,53 @@
-"""Encoding task calls into job payloads and results into stored bytes (and back)."""
+"""Every wire format sitq writes, and only here: what producers, workers and clients of
+different versions must agree on.
+
+=================  =========================================  ===========================
+format             shape (``v`` is the format's version)       written by
+=================  =========================================  ===========================
+call envelope      ``[v, target, args, kwargs]`` through the   producers (``Job.payload``)
+                   job's serializer, then signed
+result envelope    msgpack ``[v, id, status, error, traceback,  workers; the client for a
+                   attempts, task, queue, enqueued_at,          cancelled job
+                   started_at, finished_at, worker,
+                   serializer, value]``, then signed
+continuation       msgpack ``{"v", "steps", "prev",            producers (``Chain``) and
+                   "failed"}`` (``Job.chain``)                 workers (the next step)
+chain value        the step's value through the job's          workers
+                   serializer, then signed (``prev`` above)
+=================  =========================================  ===========================
+
+``target`` is a task reference (``module:qualname``) or, for a serializer that supports
+it, the callable itself. Times are epoch seconds; ``error`` is ``[type, message,
+module]``; ``value`` is ``None`` for no value. A reader accepts its own version, older
+ones and the unversioned records of sitq 0.1 (version 0, the same fields without ``v``);
+a newer version is refused with an error that says to upgrade. A format that changes
+bumps its version here, and readers learn the new version before writers write it.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .errors import PayloadTooLarge, SerializationError, TaskNotFound
-from .result import RESULT_FIELDS, Result, result_fields, result_from_fields
+from .errors import ConfigurationError, PayloadTooLarge, SerializationError, TaskNotFound
+from .job import Job
+from .result import ErrorInfo, Result
 from .serializers import Serializer, Signer
+
+if TYPE_CHECKING:
+    from .result import Status
+
+#: The version of each format this sitq writes.
+CALL_VERSION = 1
+RESULT_VERSION = 1
+CONTINUATION_VERSION = 1
 
 MiB = 1024 * 1024
 
@@ -20,6 +56,19 @@ def _human(size: int) -> str:
     return f"{size / MiB:.1f} MiB" if size >= MiB else f"{size / 1024:.1f} KiB"
 
 
+def _version(what: str, version: Any, known: int) -> int:
+    """The version of a versioned record, refusing one newer than ``known``."""
+    if type(version) is not int or version < 1:
+        raise SerializationError(f"the {what} has a malformed format version {version!r}")
+    if version > known:
+        raise SerializationError(
+            f"the {what} was written in format version {version} by a newer sitq; this "
+            f"one reads up to version {known}: upgrade sitq here"
+        )
+    return version
+
+
+# ---------------------------------------------------------------------------- calls
 def task_name(func: Callable[..., Any]) -> str:
     """``module:qualname`` of a callable (``<lambda>`` and ``<locals>`` included)."""
     inner = getattr(func, "__sitq_func__", func)
@@ -107,7 +156,7 @@ def call_encoder(
 
     def encode(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> bytes:
         try:
-            body = dumps([target, list(args), dict(kwargs)])
+            body = dumps([CALL_VERSION, target, list(args), dict(kwargs)])
         except Exception as exc:
             raise SerializationError(
                 f"cannot serialize the arguments of {name} with {serializer.name!r}: "
@@ -126,19 +175,6 @@ def call_encoder(
     return name, encode
 
 
-def encode_call(
-    func: Callable[..., Any],
-    args: tuple[Any, ...] | list[Any],
-    kwargs: Mapping[str, Any],
-    serializer: Serializer,
-    signer: Signer,
-    max_payload: int,
-) -> tuple[str, bytes]:
-    """Serialize a call; a module-level function travels by reference, others by value."""
-    name, encode = call_encoder(func, serializer, signer, max_payload)
-    return name, encode(args, kwargs)
-
-
 def decode_call(
     payload: bytes, serializer: Serializer, signer: Signer, task: str
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
@@ -152,10 +188,13 @@ def decode_call(
             f"{type(exc).__name__}: {exc}. The payload is malformed or truncated, or was "
             "written by a different serializer"
         ) from exc
+    if isinstance(data, list | tuple) and data and type(data[0]) is int:
+        _version(f"payload of {task}", data[0], CALL_VERSION)
+        data = data[1:]
     if not (isinstance(data, list | tuple) and len(data) == 3):
         raise SerializationError(
-            f"the payload of {task} is not a sitq call (expected [task, args, kwargs], got "
-            f"{type(data).__name__}); it was not written by sitq"
+            f"the payload of {task} is not a sitq call (expected [version, task, args, "
+            f"kwargs], got {type(data).__name__}); it was not written by sitq"
         )
     target, args, kwargs = data
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
@@ -167,37 +206,102 @@ def decode_call(
     return func, tuple(args), kwargs
 
 
-def encode_result(result: Result[Any], serializer: Serializer, signer: Signer) -> bytes:
-    """Stored form of a result: msgpack metadata + the value serialized, then signed."""
-    return encode_result_meta(result_fields(result), result.value, serializer, signer)
-
-
-def encode_result_meta(
-    meta: list[Any], value: Any, serializer: Serializer, signer: Signer
+# ---------------------------------------------------------------------------- results
+def _pack_result(
+    fields: list[Any], value: Any, serializer: Serializer, signer: Signer
 ) -> bytes:
-    """:func:`encode_result` from :func:`~sitq.result.result_meta` (the worker's path).
-
-    A ``None`` value is stored as no value at all (it reads back as ``None``)."""
-    meta.append(serializer.name)
-    meta.append(None if value is None or meta[1] != "success" else serializer.dumps(value))
-    packed: bytes = msgpack.packb(meta, use_bin_type=True)
+    """Sign ``[RESULT_VERSION, *fields, serializer, value]`` (``fields``: id to worker).
+    A ``None`` value, or any value of a job that did not succeed, is stored as none."""
+    dumped = None if value is None or fields[1] != "success" else serializer.dumps(value)
+    packed: bytes = msgpack.packb([RESULT_VERSION, *fields, serializer.name, dumped],
+                                  use_bin_type=True)
     return signer.sign(packed)
+
+
+def _error(error: ErrorInfo | None) -> list[str] | None:
+    return None if error is None else [error.type, error.message, error.module]
+
+
+def encode_attempt(
+    job: Job, status: Status, value: Any, error: ErrorInfo | None, traceback: str | None,
+    started: float, worker: str, serializer: Serializer, signer: Signer,
+) -> bytes:
+    """The result of one attempt of ``job``, finished now (the worker's path: no
+    :class:`Result` in between)."""
+    return _pack_result(
+        [job.id, status, _error(error), traceback, job.attempt, job.task, job.queue,
+         job.created_at.timestamp(), started, time.time(), worker],
+        value, serializer, signer,
+    )
+
+
+def encode_cancelled(
+    job_id: str, job: Job | None, serializer: Serializer, signer: Signer
+) -> bytes:
+    """The result a job cancelled before it ran gets (``job``: its record, if found)."""
+    error = ErrorInfo("Cancelled", "the job was cancelled before it ran", "sitq.errors")
+    fields: list[Any]
+    if job is None:
+        fields = [job_id, "failed", _error(error), None, 0, None, None, None, None]
+    else:
+        fields = [job_id, "failed", _error(error), None, job.attempt, job.task, job.queue,
+                  job.created_at.timestamp(), None]
+    return _pack_result([*fields, time.time(), None], None, serializer, signer)
+
+
+def encode_result(result: Result[Any], serializer: Serializer, signer: Signer) -> bytes:
+    """The stored form of ``result``."""
+
+    def ts(value: datetime | None) -> float | None:
+        return None if value is None else value.timestamp()
+
+    return _pack_result(
+        [result.id, result.status, _error(result.error), result.traceback, result.attempts,
+         result.task, result.queue, ts(result.enqueued_at), ts(result.started_at),
+         ts(result.finished_at), result.worker],
+        result.value, serializer, signer,
+    )
+
+
+_STATUSES = ("pending", "success", "failed")
 
 
 def decode_result(
     data: bytes, serializer_for: Callable[[str], Serializer], signer: Signer
 ) -> Result[Any]:
+    """Verify and decode a stored result; a SerializationError for anything that is not a
+    well-formed result (a corrupt record never becomes a :class:`Result`)."""
     body = signer.verify(data, "result")
     try:
         record = msgpack.unpackb(body, raw=False)
-        if not isinstance(record, list) or len(record) != len(RESULT_FIELDS) + 2:
+        if isinstance(record, list) and record and type(record[0]) is int:
+            _version("stored result", record[0], RESULT_VERSION)
+            record = record[1:]
+        if not isinstance(record, list) or len(record) != 13:
             raise ValueError("not a sitq result record")
-        meta = dict(zip(RESULT_FIELDS, record, strict=False))
-        name, value_bytes = record[-2], record[-1]
-        value = None
-        if value_bytes is not None:
-            value = serializer_for(name).loads(value_bytes)
-        return result_from_fields(meta, value)
+        (job_id, status, err, traceback, attempts, task, queue, enqueued_at, started_at,
+         finished_at, worker, name, value_bytes) = record
+        if status not in _STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(_STATUSES)}")
+        if err is not None and (not isinstance(err, list) or not 2 <= len(err) <= 3
+                                or not all(isinstance(part, str) for part in err)):
+            raise ValueError("the error is not [type, message, module]")
+        if type(attempts) is not int:
+            raise ValueError("attempts is not an integer")
+        return Result(
+            id=_text(job_id, "id", required=True),
+            status=status,
+            value=None if value_bytes is None else serializer_for(name).loads(value_bytes),
+            error=None if err is None else ErrorInfo(*err),
+            traceback=_text(traceback, "traceback"),
+            attempts=attempts,
+            task=_text(task, "task"),
+            queue=_text(queue, "queue"),
+            enqueued_at=_time(enqueued_at, "enqueued_at"),
+            started_at=_time(started_at, "started_at"),
+            finished_at=_time(finished_at, "finished_at"),
+            worker=_text(worker, "worker"),
+        )
     except SerializationError:
         raise
     except Exception as exc:
@@ -205,3 +309,63 @@ def decode_result(
             f"a stored result could not be decoded ({type(exc).__name__}: {exc}); the record "
             "is corrupt or was not written by sitq"
         ) from exc
+
+
+def _text(raw: Any, field: str, required: bool = False) -> Any:
+    if (raw is not None or required) and not isinstance(raw, str):
+        raise ValueError(f"{field} is not a string")
+    return raw
+
+
+def _time(raw: Any, field: str) -> datetime | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError(f"{field} is not a timestamp")
+    return datetime.fromtimestamp(raw, UTC)
+
+
+# ---------------------------------------------------------------------------- chains
+@dataclass(slots=True)
+class Continuation:
+    """What ``Job.chain`` carries: the steps after the job, and what the step before it
+    left: its value (serialized and signed, ``previous``) or, once a step failed for
+    good, that step's id and error (``failed``)."""
+
+    steps: list[Job]
+    previous: bytes | None = None
+    failed: tuple[str, str] | None = None
+
+
+def encode_continuation(continuation: Continuation) -> bytes:
+    blob: bytes = msgpack.packb(
+        {"v": CONTINUATION_VERSION, "steps": [job.to_dict() for job in continuation.steps],
+         "prev": continuation.previous, "failed": continuation.failed},
+        use_bin_type=True,
+    )
+    return blob
+
+
+def decode_continuation(blob: bytes) -> Continuation:
+    try:
+        data = msgpack.unpackb(blob, raw=False)
+        if "v" in data:
+            _version("chain continuation", data["v"], CONTINUATION_VERSION)
+        failed = data.get("failed")
+        return Continuation(
+            [Job.from_dict(step) for step in data["steps"]], data.get("prev"),
+            None if failed is None else (str(failed[0]), str(failed[1])),
+        )
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"the job's chain continuation is malformed: {exc}") from exc
+
+
+def encode_value(value: Any, serializer: Serializer, signer: Signer) -> bytes:
+    """A step's return value as the next step receives it."""
+    return signer.sign(serializer.dumps(value))
+
+
+def decode_value(data: bytes, serializer: Serializer, signer: Signer) -> Any:
+    return serializer.loads(signer.verify(data, "chain value"))

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_result
-from .chain import next_step, unpack_continuation
+from ._codec import (
+    Continuation,
+    decode_continuation,
+    decode_result,
+    encode_continuation,
+    encode_value,
+)
+from .job import Job
 
 if TYPE_CHECKING:
     from ._execute import Attempts
@@ -24,11 +30,26 @@ async def continue_chain(backend: Backend, attempts: Attempts, item: Finish, val
     worker = attempts.worker
     if item.outcome == "success":
         serializer = attempts.serializer(job.serializer)
-        nxt = next_step(job, worker.signer.sign(serializer.dumps(value)), None)
+        nxt = next_step(job, encode_value(value, serializer, worker.signer), None)
     else:
         assert item.result is not None and job.chain is not None
-        _, _, upstream = unpack_continuation(job.chain)
+        upstream = decode_continuation(job.chain).failed
         error = decode_result(item.result, worker.registry.serializer, worker.signer).error
         nxt = next_step(job, None, upstream or (job.id, str(error)))
     if nxt is not None:
         await backend.enqueue(nxt)
+
+
+def next_step(job: Job, previous: bytes | None, failed: tuple[str, str] | None) -> Job | None:
+    """The job for the step after ``job`` (``None`` at the end of the chain)."""
+    if not job.chain:
+        return None
+    steps = decode_continuation(job.chain).steps
+    if not steps:
+        return None
+    nxt = steps[0]
+    nxt.chain = encode_continuation(Continuation(steps[1:], previous, failed))
+    nxt.headers = dict(job.headers)
+    # Re-enqueueing a step after a crash must not duplicate it while it is live.
+    nxt.key = nxt.key or f"sitq-chain:{nxt.id}"
+    return nxt

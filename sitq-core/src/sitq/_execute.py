@@ -17,19 +17,17 @@ import functools
 import inspect
 import logging
 import random
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_call, encode_result_meta
+from ._codec import decode_call, decode_continuation, decode_value, encode_attempt
 from ._leases import exhausted
 from .backend import Finish
-from .chain import ChainFailed, unpack_continuation
-from .errors import Cancelled, SerializationError, SitqError, TaskTimeout
+from .errors import Cancelled, ChainFailed, SerializationError, SitqError, TaskTimeout
 from .job import Job
-from .result import ErrorInfo, result_meta
+from .result import ErrorInfo, Status
 from .serializers import Serializer, check_accept
 
 if TYPE_CHECKING:
@@ -215,12 +213,12 @@ class Attempts:
         serializer = self._serializers.get(job.serializer) or self.serializer(job.serializer)
         func, args, kwargs = decode_call(job.payload, serializer, worker.signer, job.task)
         if job.chain:
-            _, previous, failed = unpack_continuation(job.chain)
-            if failed is not None:
-                raise ChainFailed(f"step {failed[0]} of this chain failed: {failed[1]}")
-            if previous is not None:
-                value = serializer.loads(worker.signer.verify(previous, "chain value"))
-                args = (value, *args)
+            rest = decode_continuation(job.chain)
+            if rest.failed is not None:
+                raise ChainFailed(f"step {rest.failed[0]} of this chain failed: "
+                                  f"{rest.failed[1]}")
+            if rest.previous is not None:
+                args = (decode_value(rest.previous, serializer, worker.signer), *args)
         return JobCall(job, func, args, kwargs)
 
     def serializer(self, name: str) -> Serializer:
@@ -254,18 +252,15 @@ class Attempts:
         return Finish(job, "failed", data)
 
     def result(
-        self, job: Job, status: str, value: Any, error: ErrorInfo | None, tb: str | None,
+        self, job: Job, status: Status, value: Any, error: ErrorInfo | None, tb: str | None,
         started: float,
     ) -> bytes:
         worker = self.worker
-        meta = result_meta(
-            job.id, status, error, tb, job.attempt, job.task, job.queue,
-            job.created_at.timestamp(), started, time.time(), worker.id,
-        )
         serializer = self._serializers.get(job.serializer)
         if serializer is None:
             try:
                 serializer = self.serializer(job.serializer)
             except SitqError:
                 serializer = worker.registry.serializer("msgpack")
-        return encode_result_meta(meta, value, serializer, worker.signer)
+        return encode_attempt(job, status, value, error, tb, started, worker.id, serializer,
+                              worker.signer)

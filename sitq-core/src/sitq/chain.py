@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from ._codec import Continuation, encode_continuation
 from .errors import ChainFailed, ConfigurationError
 from .job import Job
 
@@ -56,7 +55,7 @@ class Chain:
         for job in jobs[1:]:
             job.key = None  # an idempotency key names the whole chain: its first step
         if len(jobs) > 1:
-            jobs[0].chain = pack_continuation([j.to_dict() for j in jobs[1:]])
+            jobs[0].chain = encode_continuation(Continuation(jobs[1:]))
         return jobs
 
     async def enqueue(self) -> str:
@@ -71,40 +70,3 @@ class Chain:
         jobs = self.jobs()
         await self._queue._queue.backend.enqueue(jobs[0])
         return [j.id for j in jobs]
-
-
-def pack_continuation(
-    steps: list[dict[str, Any]], previous: bytes | None = None,
-    failed: tuple[str, str] | None = None,
-) -> bytes:
-    """The opaque ``Job.chain`` blob: the remaining steps, and what the step before left
-    (its signed, serialized value, or the id and error of the step that failed)."""
-    blob: bytes = msgpack.packb({"steps": steps, "prev": previous, "failed": failed},
-                                use_bin_type=True)
-    return blob
-
-
-def unpack_continuation(blob: bytes) -> tuple[list[dict[str, Any]], bytes | None,
-                                             tuple[str, str] | None]:
-    try:
-        data = msgpack.unpackb(blob, raw=False)
-        failed = data.get("failed")
-        return list(data["steps"]), data.get("prev"), None if failed is None else (
-            str(failed[0]), str(failed[1]))
-    except Exception as exc:
-        raise ConfigurationError(f"the job's chain continuation is malformed: {exc}") from exc
-
-
-def next_step(job: Job, previous: bytes | None, failed: tuple[str, str] | None) -> Job | None:
-    """The job for the step after ``job`` (``None`` at the end of the chain)."""
-    if not job.chain:
-        return None
-    steps, _, _ = unpack_continuation(job.chain)
-    if not steps:
-        return None
-    nxt = Job.from_dict(steps[0])
-    nxt.chain = pack_continuation(steps[1:], previous, failed)
-    nxt.headers = dict(job.headers)
-    # Re-enqueueing a step after a crash must not duplicate it while it is live.
-    nxt.key = nxt.key or f"sitq-chain:{nxt.id}"
-    return nxt

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
-from ._codec import call_encoder, decode_result, encode_result, task_name
+from ._codec import call_encoder, decode_result, encode_cancelled, task_name
 from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import ConfigurationError, JobNotFound
 from .job import Job, JobOptions, new_job, new_job_id, utcnow
 from .plugins import Registry, get_registry
-from .result import ErrorInfo, Result
+from .result import Result
 from .scheduling import Schedule, register_schedule
 from .serializers import Serializer, Signer
 
@@ -514,18 +514,8 @@ class TaskQueue(BoundQueue):
         one to stop (its worker cancels it at the next heartbeat). ``False`` if the job has
         already finished; :class:`JobNotFound` if the id is unknown."""
         job = await self.backend.get_job(job_id)  # for the result's task, queue and times
-        result: Result[Any] = Result(
-            id=job_id,
-            status="failed",
-            error=ErrorInfo("Cancelled", "the job was cancelled before it ran", "sitq.errors"),
-            attempts=job.attempt if job is not None else 0,
-            task=job.task if job is not None else None,
-            queue=job.queue if job is not None else None,
-            enqueued_at=job.created_at if job is not None else None,
-            finished_at=utcnow(),
-        )
-        outcome = await self.backend.cancel(job_id, encode_result(result, self.serializer,
-                                                                  self.signer))
+        result = encode_cancelled(job_id, job, self.serializer, self.signer)
+        outcome = await self.backend.cancel(job_id, result)
         if outcome == "not_found":
             raise JobNotFound(f"no job with id {job_id!r} (finished results expire after "
                               "result_ttl)")
@@ -575,5 +565,3 @@ class TaskQueue(BoundQueue):
     async def purge(self, queues: Iterable[str] | None = None) -> int:
         return await self.backend.purge(None if queues is None else list(queues))
 
-
-AsyncCallable = Callable[..., Awaitable[Any]]

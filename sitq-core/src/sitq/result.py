@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Generic, Literal, TypeVar, cast
 
 from .errors import TaskFailed
 
@@ -93,89 +93,3 @@ class Result(Generic[T]):
         if self.status == "success":
             return f"<Result {self.id} success: {self.value!r:.60}>"
         return f"<Result {self.id} {self.status}>"
-
-
-def _ts(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
-#: Positions of the stored metadata (a msgpack array: cheaper to pack than a map), followed
-#: by the serializer name and the serialized value.
-RESULT_FIELDS = ("id", "s", "e", "t", "a", "n", "q", "eq", "st", "fi", "w")
-
-
-def result_meta(
-    job_id: str, status: str, error: ErrorInfo | None, traceback: str | None, attempts: int,
-    task: str | None, queue: str | None, enqueued_at: float | None, started_at: float | None,
-    finished_at: float | None, worker: str | None,
-) -> list[Any]:
-    """The stored metadata of a result (everything but the value), in
-    :data:`RESULT_FIELDS` order; times are epoch seconds. Workers build it directly,
-    without a :class:`Result` in between."""
-    return [
-        job_id, status,
-        None if error is None else [error.type, error.message, error.module],
-        traceback, attempts, task, queue, enqueued_at, started_at, finished_at, worker,
-    ]
-
-
-def result_fields(result: Result[Any]) -> list[Any]:
-    """Plain metadata of a result (everything but the value), for storage."""
-    return result_meta(
-        result.id, result.status, result.error, result.traceback, result.attempts,
-        result.task, result.queue, _ts(result.enqueued_at), _ts(result.started_at),
-        _ts(result.finished_at), result.worker,
-    )
-
-
-_STATUSES = ("pending", "success", "failed")
-
-
-def result_from_fields(data: dict[str, Any], value: Any) -> Result[Any]:
-    """Rebuild a :class:`Result` from :func:`result_fields`; ``ValueError`` if the stored
-    metadata does not have that shape (so a corrupt record never becomes a Result)."""
-    from datetime import UTC
-
-    def dt(key: str) -> datetime | None:
-        raw = data.get(key)
-        if raw is None:
-            return None
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ValueError(f"field {key!r} is not a timestamp")
-        return datetime.fromtimestamp(raw, UTC)
-
-    def text(key: str, required: bool = False) -> str | None:
-        raw = data.get(key)
-        if raw is None and not required:
-            return None
-        if not isinstance(raw, str):
-            raise ValueError(f"field {key!r} is not a string")
-        return raw
-
-    status = data.get("s")
-    if status not in _STATUSES:
-        raise ValueError(f"status {status!r} is not one of {', '.join(_STATUSES)}")
-    err = data.get("e")
-    error = None
-    if err is not None:
-        if (not isinstance(err, list | tuple) or not 2 <= len(err) <= 3
-                or not all(isinstance(part, str) for part in err)):
-            raise ValueError("field 'e' is not [type, message, module]")
-        error = ErrorInfo(*err)
-    attempts = data.get("a", 0)
-    if isinstance(attempts, bool) or not isinstance(attempts, int):
-        raise ValueError("field 'a' is not an integer")
-    return Result(
-        id=text("id", required=True) or "",
-        status=status,
-        value=value,
-        error=error,
-        traceback=text("t"),
-        attempts=attempts,
-        task=text("n"),
-        queue=text("q"),
-        enqueued_at=dt("eq"),
-        started_at=dt("st"),
-        finished_at=dt("fi"),
-        worker=text("w"),
-    )
