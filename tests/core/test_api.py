@@ -127,18 +127,34 @@ async def test_changing_the_queue_settings_drops_cached_recipes(queue: TaskQueue
     assert (second.serializer, second.queue) == ("pickle", "elsewhere")
 
 
-def test_new_job_matches_the_keyword_form() -> None:
+def test_job_builder_matches_the_keyword_form() -> None:
+    """job_builder maps names to fields whatever their order, fills the defaults of the
+    fields it is not given (default factories called per job), and refuses unknown or
+    missing required fields."""
     import dataclasses
 
-    from sitq.job import Job, new_job
+    from sitq.job import Job, job_builder
 
     values: dict[str, Any] = dict(id="i", queue="q", task="t", payload=b"p", serializer="s",
                   headers={"h": "v"}, priority=3, eta=datetime(2030, 1, 1, tzinfo=UTC),
-                  max_retries=2, timeout=1.5, key="k", result_ttl=60.0)
-    made = dataclasses.asdict(new_job(**values))
-    expected = dataclasses.asdict(Job(**values))
-    made.pop("created_at"), expected.pop("created_at")
+                  max_retries=2, timeout=1.5, key="k", result_ttl=60.0, state="running",
+                  worker="w", cancel_requested=True)
+    names = sorted(values, reverse=True)  # not the field order
+    made = job_builder(*names)(*[values[n] for n in names])
+    expected = Job(**values)
+    assert made.created_at - expected.created_at < timedelta(seconds=1)
+    made.created_at = expected.created_at
     assert made == expected
+    few = job_builder("serializer", "payload", "task", "queue", "id", "chain")
+    one, two = few("s", b"p", "t", "q", "i", b"c"), few("s", b"p", "t", "q", "i", None)
+    assert dataclasses.asdict(one) | {"created_at": None} == dataclasses.asdict(
+        Job(id="i", queue="q", task="t", payload=b"p", serializer="s", chain=b"c")
+    ) | {"created_at": None}
+    assert one.headers == {} and one.headers is not two.headers
+    with pytest.raises(ValueError, match="nope"):
+        job_builder("id", "queue", "task", "payload", "serializer", "nope")
+    with pytest.raises(ValueError, match="'payload'"):
+        job_builder("id", "queue", "task", "serializer", "chain")
 
 
 def test_job_ids_after_fork_share_no_random_digits() -> None:

@@ -50,8 +50,7 @@ class Chain:
         if not self._steps:
             raise ConfigurationError("an empty Chain has nothing to enqueue; add steps "
                                      "with .then(func, ...)")
-        owner = self._queue._queue
-        jobs = [owner._make_job(f, a, k, self._queue._opts) for f, a, k in self._steps]
+        jobs = [self._queue.make_job(f, a, k) for f, a, k in self._steps]
         for job in jobs[1:]:
             job.key = None  # an idempotency key names the whole chain: its first step
         if len(jobs) > 1:
@@ -62,11 +61,11 @@ class Chain:
         """Enqueue the first step; returns the id of the last step (its result is the
         chain's result)."""
         jobs = self.jobs()
-        await self._queue._queue.backend.enqueue(jobs[0])
+        await self._queue.enqueue_jobs(jobs[:1])
         return jobs[-1].id
 
     async def ids(self) -> list[str]:
         """Enqueue like :meth:`enqueue`, returning the id of every step."""
         jobs = self.jobs()
-        await self._queue._queue.backend.enqueue(jobs[0])
+        await self._queue.enqueue_jobs(jobs[:1])
         return [j.id for j in jobs]

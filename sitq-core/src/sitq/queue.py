@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
@@ -14,7 +14,7 @@ from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import ConfigurationError, JobNotFound
-from .job import Job, JobOptions, new_job, new_job_id, utcnow
+from .job import Job, JobOptions, job_builder, new_job_id, utcnow
 from .plugins import Registry, get_registry
 from .result import Result
 from .scheduling import Schedule, register_schedule
@@ -57,27 +57,37 @@ class BoundQueue:
         ``queue``, ``priority``, ``key``, ``serializer``, ``result_ttl``, ``connection``."""
         return BoundQueue(self._queue, self._opts.merge(**options))
 
+    def make_job(
+        self, func: Callable[..., Any], args: tuple[Any, ...] | list[Any],
+        kwargs: Mapping[str, Any], *, eta: datetime | None = None,
+    ) -> Job:
+        """The :class:`Job` of ``func(*args, **kwargs)`` with this view's options (the
+        context captured and the eta resolved now), not sent yet: :meth:`enqueue_jobs`
+        sends it (as :class:`Batch` and :class:`~sitq.Chain` do)."""
+        queue = self._queue
+        recipe = queue._recipe(func, self._opts if eta is None else self._opts.merge(eta=eta))
+        headers = queue.context.capture() if queue.context else {}
+        return recipe.job(args, kwargs, headers, recipe.eta())
+
     async def enqueue(
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
         """Enqueue ``func(*args, **kwargs)``; returns the job id."""
-        queue = self._queue
-        opts = self._opts if eta is None else self._opts.merge(eta=eta)
-        job = queue._make_job(func, args, kwargs, opts)
-        if opts.connection is not None:
-            return await queue.backend.enqueue(job, connection=opts.connection)
-        return await queue.backend.enqueue(job)
+        job = self.make_job(func, args, kwargs, eta=eta)
+        connection = self._opts.connection
+        if connection is not None:
+            return await self._queue.backend.enqueue(job, connection=connection)
+        return await self._queue.backend.enqueue(job)
 
-    async def _enqueue_call(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        eta: datetime | None,
-    ) -> str:
-        opts = self._opts if eta is None else self._opts.merge(eta=eta)
-        job = self._queue._make_job(func, args, kwargs, opts)
-        return await self._queue.backend.enqueue(job, connection=opts.connection)
+    async def enqueue_jobs(self, jobs: Sequence[Job]) -> list[str]:
+        """Send jobs made by :meth:`make_job`, in chunks of 1,000 (a round trip each);
+        returns the ids the backend returned."""
+
+        async def chunks() -> AsyncIterator[Sequence[Job]]:
+            for start in range(0, len(jobs), CHUNK):
+                yield jobs[start : start + CHUNK]
+
+        return await _send_chunks(self._queue.backend, chunks(), self._opts.connection)
 
     async def enqueue_many(
         self, func: Callable[..., Any], calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -86,7 +96,11 @@ class BoundQueue:
 
         Jobs go to the backend in chunks of 1,000, one round trip per chunk.
         """
-        job = self._queue._job_maker(func, self._opts)
+        queue = self._queue
+        recipe = queue._recipe(func, self._opts)
+        # One context and one eta for every job of the call.
+        headers = queue.context.capture() if queue.context else None
+        eta = recipe.eta()
 
         async def make() -> AsyncIterator[list[Job]]:
             chunk: list[Job] = []
@@ -104,7 +118,7 @@ class BoundQueue:
                         f"keyword arguments, got {type(item).__name__} {item!r}; wrap a single "
                         "argument as (value,)"
                     )
-                chunk.append(job(args, kwargs))
+                chunk.append(recipe.job(args, kwargs, dict(headers) if headers else {}, eta))
                 if len(chunk) >= CHUNK:
                     yield chunk
                     chunk = []
@@ -113,7 +127,7 @@ class BoundQueue:
             if chunk:
                 yield chunk
 
-        return await _send_chunks(self._queue.backend, make(), self._opts.connection)
+        return await _send_chunks(queue.backend, make(), self._opts.connection)
 
     def batch(self) -> Batch:
         """``async with queue.batch() as b: b.enqueue(f, 1)`` — flushed together on exit."""
@@ -156,7 +170,7 @@ class BoundQueue:
 
 
 async def _send_chunks(
-    backend: Backend, chunks: AsyncIterator[list[Job]], connection: Any = None
+    backend: Backend, chunks: AsyncIterator[Sequence[Job]], connection: Any = None
 ) -> list[str]:
     """Send chunks in order, one round trip each, building the next chunk while the
     previous one is in flight (a chunk is sent only after the one before it is stored),
@@ -200,8 +214,10 @@ class Batch:
     ) -> str:
         """Add ``func(*args, **kwargs)`` to the batch (``eta=`` as in
         :meth:`TaskQueue.enqueue`); returns the new job's id."""
-        opts = self._bound._opts if eta is None else self._bound._opts.merge(eta=eta)
-        job = self._bound._queue._make_job(func, args, kwargs, opts)
+        return self.add(self._bound.make_job(func, args, kwargs, eta=eta))
+
+    def add(self, job: Job) -> str:
+        """Add a job made by :meth:`BoundQueue.make_job`; returns its id."""
         self._jobs.append(job)
         return job.id
 
@@ -211,17 +227,11 @@ class Batch:
                 "a batch is sent in one go: give connection= to queue.options(...) before "
                 "batch(), not to one call inside it"
             )
-        return _BatchView(self, self._bound._opts.merge(**options))
+        return _BatchView(self, self._bound.options(**options))
 
     async def flush(self) -> list[str]:
         jobs, self._jobs = self._jobs, []
-
-        async def chunks() -> AsyncIterator[list[Job]]:
-            for start in range(0, len(jobs), CHUNK):
-                yield jobs[start : start + CHUNK]
-
-        ids = await _send_chunks(self._bound._queue.backend, chunks(),
-                                 self._bound._opts.connection)
+        ids = await self._bound.enqueue_jobs(jobs)
         self.ids += ids
         return ids
 
@@ -236,17 +246,14 @@ class Batch:
 
 
 class _BatchView:
-    def __init__(self, batch: Batch, opts: JobOptions) -> None:
+    def __init__(self, batch: Batch, bound: BoundQueue) -> None:
         self._batch = batch
-        self._opts = opts
+        self._bound = bound
 
     def enqueue(
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
     ) -> str:
-        opts = self._opts if eta is None else self._opts.merge(eta=eta)
-        job = self._batch._bound._queue._make_job(func, args, kwargs, opts)
-        self._batch._jobs.append(job)
-        return job.id
+        return self._batch.add(self._bound.make_job(func, args, kwargs, eta=eta))
 
 
 class Task(Generic[P, R]):
@@ -271,10 +278,9 @@ class Task(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """Send ``func(*args, **kwargs)`` to a worker (``eta=`` is taken, as by
         :meth:`TaskQueue.enqueue`)."""
-        call_kwargs: dict[str, Any] = dict(kwargs)
-        eta = call_kwargs.pop("eta", None)
-        return await BoundQueue(self.queue, self.__sitq_options__)._enqueue_call(
-            self.__sitq_func__, args, call_kwargs, eta
+        call_kwargs: dict[str, Any] = dict(kwargs)  # eta= among them, as for enqueue()
+        return await BoundQueue(self.queue, self.__sitq_options__).enqueue(
+            self.__sitq_func__, *args, **call_kwargs
         )
 
     async def enqueue_many(self, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
@@ -296,16 +302,17 @@ class _BoundTask:
 
 #: How many (function, options) recipes a TaskQueue keeps.
 _RECIPES = 256
-#: TaskQueue attributes a recipe depends on: setting one drops the cached recipes.
-_RECIPE_INPUTS = frozenset({"serializer", "signer", "max_payload", "default_queue", "registry"})
+#: A new job's fields, in the order :meth:`_Recipe.job` passes them (see job_builder).
+_new_job = job_builder("id", "queue", "task", "payload", "serializer", "headers", "priority",
+                       "eta", "max_retries", "timeout", "key", "result_ttl")
 
 
 class _Recipe:
     """What every job of one function with one set of options shares: the options
     merged with the task's, the task name, the payload encoder and the fixed fields."""
 
-    __slots__ = ("encode", "func", "key", "max_retries", "name", "opts", "priority", "queue",
-                 "result_ttl", "serializer", "timed", "timeout")
+    __slots__ = ("encode", "func", "inputs", "key", "max_retries", "name", "opts", "priority",
+                 "queue", "result_ttl", "serializer", "timed", "timeout")
 
     def __init__(
         self,
@@ -315,13 +322,24 @@ class _Recipe:
         encode: Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], bytes],
         queue: str,
         serializer: str,
+        inputs: tuple[Any, ...],
     ) -> None:
         self.func, self.opts, self.name, self.encode = func, opts, name, encode
-        self.queue, self.serializer = queue, serializer
+        self.queue, self.serializer, self.inputs = queue, serializer, inputs
         self.priority, self.max_retries = opts.priority or 0, opts.retries or 0
         self.timeout, self.key, self.result_ttl = opts.timeout, opts.key, opts.result_ttl
         #: Whether a job gets an eta (``eta=`` or a non-zero ``delay=``).
         self.timed = opts.eta is not None or bool(opts.delay)
+
+    def eta(self) -> datetime | None:
+        """The eta of a job made now."""
+        return self.opts.resolve_eta() if self.timed else None
+
+    def job(self, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any],
+            headers: dict[str, str], eta: datetime | None) -> Job:
+        return _new_job(new_job_id(), self.queue, self.name, self.encode(args, kwargs),
+                        self.serializer, headers, self.priority, eta, self.max_retries,
+                        self.timeout, self.key, self.result_ttl)
 
 
 class TaskQueue(BoundQueue):
@@ -391,30 +409,29 @@ class TaskQueue(BoundQueue):
         return f"<TaskQueue {self.backend!r}>"
 
     # ------------------------------------------------------------------ jobs
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name in _RECIPE_INPUTS:  # the cached recipes were resolved with the old value
-            recipes: dict[Any, _Recipe] | None = self.__dict__.get("_recipes")
-            if recipes:
-                recipes.clear()
-
     def _recipe(self, func: Callable[..., Any], opts: JobOptions) -> _Recipe:
         """The :class:`_Recipe` of jobs of ``func`` with ``opts``, resolved once and kept
-        (up to ``_RECIPES`` of them): a plain ``enqueue`` then pays only for the call."""
+        (up to ``_RECIPES`` of them): a plain ``enqueue`` then pays only for the call. A
+        recipe made before the queue's serializer, signer, payload limit, default queue or
+        registry changed is made again."""
+        inputs = (self.serializer, self.signer, self.max_payload, self.default_queue,
+                  self.registry)
         recipes = self._recipes
         try:
             key: Any = (id(func), opts)
             recipe = recipes.get(key)
         except TypeError:  # an option value that cannot be hashed: resolve every time
-            return self._resolve(func, opts)
-        if recipe is None or recipe.func is not func:
-            recipe = self._resolve(func, opts)
+            return self._resolve(func, opts, inputs)
+        if recipe is None or recipe.func is not func or recipe.inputs != inputs:
+            recipe = self._resolve(func, opts, inputs)
             if len(recipes) >= _RECIPES:
                 recipes.clear()
             recipes[key] = recipe  # holds ``func``, so its id() is not reused meanwhile
         return recipe
 
-    def _resolve(self, func: Callable[..., Any], opts: JobOptions) -> _Recipe:
+    def _resolve(
+        self, func: Callable[..., Any], opts: JobOptions, inputs: tuple[Any, ...]
+    ) -> _Recipe:
         """Resolve options, serializer and encoding for calls of ``func``."""
         if not callable(func):
             raise ConfigurationError(
@@ -441,43 +458,7 @@ class TaskQueue(BoundQueue):
         )
         name, encode = call_encoder(func, serializer, self.signer, self.max_payload)
         return _Recipe(func, opts, name, encode, opts.queue or self.default_queue,
-                       serializer.name)
-
-    def _make_job(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...] | list[Any],
-        kwargs: Mapping[str, Any],
-        opts: JobOptions,
-    ) -> Job:
-        """The Job of one call (context captured and eta resolved now)."""
-        r = self._recipe(func, opts)
-        return new_job(
-            new_job_id(), r.queue, r.name, r.encode(args, kwargs), r.serializer,
-            self.context.capture() if self.context else {}, r.priority,
-            r.opts.resolve_eta() if r.timed else None, r.max_retries, r.timeout, r.key,
-            r.result_ttl,
-        )
-
-    def _job_maker(
-        self, func: Callable[..., Any], opts: JobOptions
-    ) -> Callable[[tuple[Any, ...] | list[Any], Mapping[str, Any]], Job]:
-        """A function building the Job of one call of ``func``; ``enqueue_many`` reuses it
-        (context captured and eta resolved once, for every job it builds)."""
-        r = self._recipe(func, opts)
-        name, encode, queue, serializer_name = r.name, r.encode, r.queue, r.serializer
-        headers = self.context.capture() if self.context else None
-        priority, eta, max_retries = r.priority, r.opts.resolve_eta(), r.max_retries
-        timeout, key, result_ttl = r.timeout, r.key, r.result_ttl
-
-        def make(args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]) -> Job:
-            return new_job(
-                new_job_id(), queue, name, encode(args, kwargs), serializer_name,
-                dict(headers) if headers else {}, priority, eta, max_retries, timeout, key,
-                result_ttl,
-            )
-
-        return make
+                       serializer.name, inputs)
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
