@@ -446,16 +446,21 @@ class RabbitMQBackend(Backend):
         """Declare and write the job's record, and add the job to its queue's journal."""
         name = self.names.record(job["id"])
         life = self._record_life(job)
-        await self._ensure_queue(job["queue"])
-        async with self._channel() as channel:
-            await self._declare_record(channel, name, life)
-            record = {"job": job, "seq": 0, "result": None, "expires": None, "dead": False}
-            await asyncio.gather(
-                self._publish(channel, name, _pack(record)),
-                self._publish(channel, self.names.journal(job["queue"]),
-                              _pack({"id": job["id"], "key": job["key"]}),
-                              expiration=max(life, _MIN_RECORD_LIFE)),
-            )
+        record = {"job": job, "seq": 0, "result": None, "expires": None, "dead": False}
+        entry = _pack({"id": job["id"], "key": job["key"]})
+        for _ in range(3):
+            await self._ensure_queue(job["queue"])
+            async with self._channel() as channel:
+                await self._declare_record(channel, name, life)
+                _, journaled = await asyncio.gather(
+                    self._publish(channel, name, _pack(record)),
+                    self._publish(channel, self.names.journal(job["queue"]), entry,
+                                  expiration=max(life, _MIN_RECORD_LIFE)),
+                )
+            if journaled:
+                return
+            self._declared.discard(job["queue"])  # purged by another client: declare again
+        raise BackendError(f"could not add job {job['id']} to queue {job['queue']!r}")
 
     async def _take_key(self, job: Job) -> str:
         """Own ``job.key`` (returns ``job.id``) or return the id of the live job holding it.
@@ -511,8 +516,7 @@ class RabbitMQBackend(Backend):
     async def _claim(self, queues: list[str], limit: int, lease: float, worker: str) -> list[Job]:
         await self._alive()
         out: list[Job] = []
-        for queue in queues:
-            await self._ensure_queue(queue)
+        for queue in await self._existing(queues):
             while len(out) < limit:
                 taken = await self._take_pointers(queue, limit - len(out))
                 if not taken:
@@ -521,6 +525,14 @@ class RabbitMQBackend(Backend):
                     *(self._start(queue, m, lease, worker) for m in taken))
                 out += [j for j in jobs if j is not None]
         return out
+
+    async def _existing(self, queues: list[str]) -> list[str]:
+        """The queues whose work queue exists. Claims and waits never declare one: a
+        worker polling a purged queue must not bring it back."""
+        for queue in queues:
+            if queue not in self._declared and await self._probe(self.names.work(queue)):
+                self._declared.add(queue)
+        return [q for q in queues if q in self._declared]
 
     async def _take_pointers(self, queue: str, count: int) -> list[AbstractIncomingMessage]:
         assert self._work is not None
@@ -621,8 +633,11 @@ class RabbitMQBackend(Backend):
 
             consumers: list[tuple[AbstractQueue, str]] = []
             try:
-                for queue in queues:
-                    await self._ensure_queue(queue)
+                existing = await self._existing(queues)
+                if not existing:
+                    await asyncio.sleep(min(timeout, self.poll_interval))
+                    return
+                for queue in existing:
                     q = await self._wake.get_queue(self.names.work(queue), ensure=False)
                     consumers.append((q, await q.consume(on_message)))
                 with contextlib.suppress(TimeoutError):
@@ -791,10 +806,12 @@ class RabbitMQBackend(Backend):
         self._declared.discard(queue)
         self._levels.pop(queue, None)
 
-        async def drop(record: Record | None, _: AbstractChannel) -> tuple[Record | None, None]:
-            names = (record or {}).get("queues", [])
-            return ({"queues": [q for q in names if q != queue]} if queue in names
-                    else None), None
+        async def drop(record: Record | None, ch: AbstractChannel) -> tuple[Record | None, None]:
+            names = [q for q in (record or {}).get("queues", []) if q != queue]
+            if record is not None and not names:  # the prefix's last queue: leave nothing
+                await ch.queue_delete(n.registry)
+                return None, None
+            return ({"queues": names} if record and queue in record["queues"] else None), None
 
         await self._locked(n.registry, drop)
         return len(entries)
