@@ -660,12 +660,13 @@ class RabbitMQBackend(Backend):
         if held is None or held.channel.is_closed:
             self._held.pop(key, None)
             return "lost"
+        # Renew first: the heartbeat arrived in time, however long the record read takes.
+        held.timer.cancel()
+        held.timer = asyncio.get_running_loop().call_later(lease, self._lease_lapsed, key)
         record = await self._read(self.names.record(job.id))
         if (record is None or record["job"]["state"] != "running"
                 or record["job"]["attempt"] != job.attempt):
             return "lost"
-        held.timer.cancel()
-        held.timer = asyncio.get_running_loop().call_later(lease, self._lease_lapsed, key)
         return "cancel" if record["job"].get("cancel_requested") else "ok"
 
     # ------------------------------------------------------------------ finish
