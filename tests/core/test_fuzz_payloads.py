@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sitq import Job, Result, SerializationError, SignatureError, SitqError, TaskQueue
-from sitq._codec import RESULT_VERSION, call_encoder, decode_result, encode_result
+from sitq._codec import RESULT_VERSION, call_encoder, decode_result, encode_attempt
 from sitq.backend import Finish
 from sitq.job import new_job_id, utcnow
 from sitq.plugins import get_registry
@@ -111,14 +111,13 @@ def test_well_formed_but_wrong_shaped_payload(data: Any) -> None:
 
 
 # --------------------------------------------------------------------- decode_result
-def _result_bytes(signer: Signer, status: str = "success") -> bytes:
-    result: Result[Any] = Result(
-        id="r1", status=status,  # type: ignore[arg-type]
-        value={"a": [1, 2]} if status == "success" else None,
-        error=ErrorInfo("ValueError", "no") if status == "failed" else None,
-        traceback="tb" if status == "failed" else None, attempts=1, task="t:t", queue="q",
-        enqueued_at=utcnow(), started_at=utcnow(), finished_at=utcnow(), worker="w")
-    return encode_result(result, REGISTRY.serializer("msgpack"), signer)
+def _result_bytes(signer: Signer, status: Any = "success") -> bytes:
+    job = Job(id="r1", queue="q", task="t:t", payload=b"", serializer="msgpack", attempt=1)
+    failed = status == "failed"
+    return encode_attempt(job, status, None if failed else {"a": [1, 2]},
+                          ErrorInfo("ValueError", "no") if failed else None,
+                          "tb" if failed else None, utcnow().timestamp(), "w",
+                          REGISTRY.serializer("msgpack"), signer)
 
 
 def _decode_only_raises_sitq_errors(data: bytes, signer: Signer) -> None:

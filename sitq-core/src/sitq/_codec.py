@@ -249,20 +249,6 @@ def encode_cancelled(
     return _pack_result([*fields, time.time(), None], None, serializer, signer)
 
 
-def encode_result(result: Result[Any], serializer: Serializer, signer: Signer) -> bytes:
-    """The stored form of ``result``."""
-
-    def ts(value: datetime | None) -> float | None:
-        return None if value is None else value.timestamp()
-
-    return _pack_result(
-        [result.id, result.status, _error(result.error), result.traceback, result.attempts,
-         result.task, result.queue, ts(result.enqueued_at), ts(result.started_at),
-         ts(result.finished_at), result.worker],
-        result.value, serializer, signer,
-    )
-
-
 _STATUSES = ("pending", "success", "failed")
 
 

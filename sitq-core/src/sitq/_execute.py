@@ -19,7 +19,7 @@ import logging
 import random
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._codec import decode_call, decode_continuation, decode_value, encode_attempt
@@ -60,7 +60,6 @@ class Counters:
     retried: int = 0
     released: int = 0
     lost: int = 0
-    by_task: dict[str, int] = field(default_factory=dict)
 
 
 class Threads:

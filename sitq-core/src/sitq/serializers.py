@@ -163,10 +163,6 @@ class Signer:
                 raise ConfigurationError("secret_key entries must be non-empty strings")
             self._keys.append(raw.strip())
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def sign(self, data: bytes) -> bytes:
         if not self._keys:
             return data
