@@ -393,6 +393,30 @@ async def test_burst_mode_exits_when_idle(queue: TaskQueue) -> None:
         0, 2, 4, 6, 8]
 
 
+class SilentBackend(MemoryBackend):
+    """A store that never announces new jobs (``wait_for_jobs`` waits until cancelled) and
+    takes a moment to record a finish, as a store across a network does."""
+
+    async def wait_for_jobs(self, queues: Any, timeout: float) -> None:
+        await asyncio.Event().wait()
+
+    async def _finish(self, items: Any) -> list[bool]:
+        await asyncio.sleep(0.02)
+        return await super()._finish(items)
+
+
+async def test_burst_mode_exits_once_the_last_result_is_recorded(mem_url: str) -> None:
+    """The last attempts are recorded after their slots are free: a burst worker notices
+    that, instead of waiting for the store to announce work that will never come."""
+    backend = SilentBackend(mem_url.split("://")[1])
+    async with TaskQueue(backend) as queue:
+        ids = await queue.enqueue_many(tasks.add, [(i, i) for i in range(30)])
+        worker = Worker(backend, burst=True, concurrency=7, handle_signals=False)
+        await asyncio.wait_for(worker.start(), 10)
+        assert [(await queue.get_result(i)).unwrap() for i in ids] == [  # type: ignore[union-attr]
+            i * 2 for i in range(30)]
+
+
 # --------------------------------------------------------------------- a failing store
 async def test_worker_survives_failing_claims(mem_url: str,
                                               caplog: pytest.LogCaptureFixture) -> None:

@@ -74,6 +74,7 @@ class Slots:
     def forget(self, entry: Active) -> None:
         self.active.pop((entry.job.id, entry.job.attempt), None)
         self.release(entry)
+        self.freed.set()  # a burst worker waits for the last attempts to be recorded
 
     def running(self) -> list[Active]:
         """The attempts whose task has not ended."""
