@@ -7,8 +7,12 @@ the worker threads of a running event loop's thread pool.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import sys
 import threading
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager
@@ -68,8 +72,11 @@ class _Portal:
             with self._calls_lock:
                 self._calls.discard(future)
 
-    def close(self, aclose: Callable[[], Awaitable[None]] | None) -> None:
-        """End the calls other threads are waiting on, run ``aclose``, stop the thread."""
+    def close(
+        self, aclose: Callable[[], Awaitable[None]] | None, timeout: float | None = None
+    ) -> None:
+        """End the calls other threads are waiting on, run ``aclose`` (up to ``timeout``
+        seconds), stop the thread."""
         portal = self.portal
         if portal is None:
             return
@@ -80,7 +87,7 @@ class _Portal:
             future.cancel()
         try:
             if aclose is not None:
-                portal.call(aclose)
+                portal.start_task_soon(aclose).result(timeout)
         finally:
             self.stop()
 
@@ -147,13 +154,28 @@ class SyncBatch:
             self._owner._call(self._batch.flush)
 
 
+#: Queues not closed yet, closed at interpreter exit while their threads still run.
+_open_queues: weakref.WeakSet[SyncTaskQueue] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    for queue in list(_open_queues):
+        queue._close_unclosed("at exit", timeout=5.0)
+
+
+# atexit callbacks run before the interpreter freezes daemon threads (the event-loop
+# threads): after that, a close() from __del__ would wait on a thread that never runs.
+atexit.register(_close_at_exit)
+
+
 class SyncTaskQueue(SyncBoundQueue):
     """Blocking producer API: ``with SyncTaskQueue("sqlite:///tasks.db") as queue: ...``.
 
     Takes the same arguments as :class:`TaskQueue`. Call :meth:`close` (or use ``with``)
-    to stop its event-loop thread; a queue that is never closed stops it when it is
-    garbage-collected. ``close()`` ends calls other threads are still waiting on (they
-    raise :class:`SitqError`).
+    to stop its event-loop thread. A queue that is never closed (a module-level queue,
+    as in a Flask app) is closed when it is garbage-collected or when the interpreter
+    exits, with a :class:`ResourceWarning`. ``close()`` ends calls other threads are still
+    waiting on (they raise :class:`SitqError`).
     """
 
     def __init__(self, backend: str | Backend | None = None, **options: Any) -> None:
@@ -168,6 +190,10 @@ class SyncTaskQueue(SyncBoundQueue):
         # Not SyncBoundQueue.__init__: a queue is its own root, and a reference to itself
         # would keep an unclosed queue (and its thread) alive until a gc cycle.
         self._bound = self.queue
+        _open_queues.add(self)
+
+    def __repr__(self) -> str:
+        return f"<SyncTaskQueue {self.queue.backend.url or self.queue.backend!r}>"
 
     def _root(self) -> SyncTaskQueue:
         return self
@@ -180,10 +206,25 @@ class SyncTaskQueue(SyncBoundQueue):
 
     def close(self) -> None:
         """Close the backend connection and stop the internal event-loop thread."""
+        self._close(None)
+
+    def _close(self, timeout: float | None) -> None:
         with self._lock:
             portal, self._portal = self._portal, None
+            _open_queues.discard(self)
             if portal is not None:
-                portal.close(self.queue.aclose)
+                portal.close(self.queue.aclose, timeout)
+
+    def _close_unclosed(self, when: str, timeout: float) -> None:
+        warnings.warn(
+            f"{self!r} was never closed; sitq closed it {when}. Call queue.close() when "
+            "you are done with it, or use `with SyncTaskQueue(...) as queue:`",
+            ResourceWarning, stacklevel=2,
+        )
+        try:
+            self._close(timeout)
+        except Exception:
+            pass
 
     def __enter__(self) -> Self:
         self._call(self.queue.connect)
@@ -193,11 +234,11 @@ class SyncTaskQueue(SyncBoundQueue):
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_portal", None) is not None:
-            try:
-                self.close()
-            except Exception:
-                pass
+        if getattr(self, "_portal", None) is None:
+            return
+        if sys.is_finalizing():
+            return  # its daemon thread is frozen now: waiting on it would never return
+        self._close_unclosed("when it was garbage-collected", timeout=5.0)
 
     @property
     def backend(self) -> Backend:
