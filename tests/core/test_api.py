@@ -391,7 +391,8 @@ async def test_get_result_timeout_semantics(queue: TaskQueue, run_worker: Any) -
     started = time.monotonic()
     assert await queue.get_result(job_id, timeout=0.3) is None
     assert 0.25 <= time.monotonic() - started < 2
-    assert await queue.get_result("no-such-job", timeout=0.05) is None
+    with pytest.raises(JobNotFound, match="no job with id 'no-such-job' in memory://"):
+        await queue.get_result("no-such-job", timeout=None)  # unknown: raised at once
     async with run_worker():
         started = time.monotonic()
         result = await queue.get_result(job_id, timeout=None)  # no limit

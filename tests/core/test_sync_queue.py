@@ -67,7 +67,8 @@ def test_same_api_blocking(mem_url: str) -> None:
         assert failed is not None
         with pytest.raises(TaskFailed, match="ValueError: sync"):
             failed.unwrap()
-        assert queue.get_result("unknown", timeout=0.05) is None
+        with pytest.raises(JobNotFound):
+            queue.get_result("unknown", timeout=None)
         later = queue.enqueue(tasks.noop, eta=datetime.now(UTC) + timedelta(hours=1))
         info = queue.inspect(later)
         assert info.state == "scheduled" and info.eta is not None and info.eta.tzinfo is UTC

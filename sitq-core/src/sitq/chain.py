@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._codec import Continuation, encode_continuation
 from .errors import ChainFailed, ConfigurationError
-from .job import Job
+from .job import Job, deferred_job_id
 
 if TYPE_CHECKING:
     from .queue import BoundQueue
@@ -53,6 +53,7 @@ class Chain:
         jobs = [self._queue.make_job(f, a, k) for f, a, k in self._steps]
         for job in jobs[1:]:
             job.key = None  # an idempotency key names the whole chain: its first step
+            job.id = deferred_job_id()  # stored when the step before has run
         if len(jobs) > 1:
             jobs[0].chain = encode_continuation(Continuation(jobs[1:]))
         return jobs

@@ -16,7 +16,7 @@ also derive from the matching builtin, so ``except ValueError`` keeps working::
     │   ├── PayloadTooLarge                   the payload exceeds ``max_payload``
     │   └── SignatureError                    unsigned or wrongly signed payload, refused unread
     ├── TaskNotFound (LookupError)            a task reference the worker cannot import
-    ├── JobNotFound (LookupError)             ``inspect``/``cancel`` of an unknown job id
+    ├── JobNotFound (LookupError)             ``get_result``/``inspect``/``cancel`` of an unknown id
     ├── TaskFailed                            ``Result.unwrap()`` of a failed job
     ├── TaskTimeout                           stored as the error of a job that ran too long
     ├── WorkerLost                            stored when a job's lease expired too often

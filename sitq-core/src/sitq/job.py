@@ -13,7 +13,17 @@ from typing import Any, Literal
 
 from .errors import ConfigurationError, InvalidDatetime
 
-__all__ = ["Job", "JobOptions", "JobState", "aware_utc", "job_builder", "new_job_id", "utcnow"]
+__all__ = [
+    "Job",
+    "JobOptions",
+    "JobState",
+    "aware_utc",
+    "deferred_job_id",
+    "is_deferred_id",
+    "job_builder",
+    "new_job_id",
+    "utcnow",
+]
 
 #: The states a job moves through. ``queued`` → ``running`` → ``success`` | ``failed``;
 #: a retry moves ``running`` back to ``queued`` with a later ``eta``.
@@ -58,6 +68,23 @@ def new_job_id() -> str:
             _random, at = os.urandom(_RANDOM_BYTES).hex(), 0
         _random_at = at + 14
         return f"{_ms_hex}{_seq:06x}{_random[at : at + 14]}"
+
+
+#: Set in the sequence digits of a deferred id (a sequence never gets near it: it counts
+#: the ids of one millisecond).
+_DEFERRED = 0x800000
+
+
+def deferred_job_id() -> str:
+    """An id for a job that a worker stores later (a chain's later steps): the store does
+    not hold it yet, so ``get_result`` must wait for it rather than call it unknown."""
+    job_id = new_job_id()
+    return f"{job_id[:12]}{int(job_id[12:18], 16) | _DEFERRED:06x}{job_id[18:]}"
+
+
+def is_deferred_id(job_id: str) -> bool:
+    """Whether ``job_id`` came from :func:`deferred_job_id`."""
+    return len(job_id) == 32 and job_id[12] in "89abcdef"
 
 
 def utcnow() -> datetime:

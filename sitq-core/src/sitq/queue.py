@@ -14,7 +14,7 @@ from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
 from .errors import ConfigurationError, JobNotFound
-from .job import Job, JobOptions, job_builder, new_job_id, utcnow
+from .job import Job, JobOptions, is_deferred_id, job_builder, new_job_id, utcnow
 from .plugins import Registry, get_registry
 from .result import Result
 from .scheduling import Schedule, register_schedule
@@ -485,10 +485,29 @@ class TaskQueue(BoundQueue):
         """The job's :class:`Result`, waiting up to ``timeout`` seconds for it to finish.
 
         ``timeout=0`` (the default) looks once; ``None`` waits without limit. Returns
-        ``None`` if the job has not finished in time.
+        ``None`` if the job has not finished in time; raises :class:`JobNotFound` at once
+        for an id the backend does not hold (never enqueued there, purged, or expired).
         """
-        data = await self.backend.wait_result(job_id, timeout)
+        backend = self.backend
+        data = await backend.get_result(job_id)
+        if data is None:
+            # An id the store does not hold is an error at once, as for inspect() (a
+            # chain's later step is stored only when the step before it has run).
+            if not is_deferred_id(job_id) and await backend.get_job(job_id) is None:
+                data = await backend.get_result(job_id)  # it finished in between
+                if data is None:
+                    raise JobNotFound(self._not_found(job_id))
+            if data is None and (timeout is None or timeout > 0):
+                data = await backend.wait_result(job_id, timeout)
         return None if data is None else self._decode(data)
+
+    def _not_found(self, job_id: str) -> str:
+        where = self.backend.url or repr(self.backend)
+        return (
+            f"no job with id {job_id!r} in {where}: it never "
+            "existed there, was purged, or its result expired (result_ttl). Check that the "
+            "program that enqueued it uses the same backend"
+        )
 
     async def cancel(self, job_id: str) -> bool:
         """Remove a queued job (it ends ``failed`` with error ``Cancelled``) or ask a running
@@ -498,8 +517,7 @@ class TaskQueue(BoundQueue):
         result = encode_cancelled(job_id, job, self.serializer, self.signer)
         outcome = await self.backend.cancel(job_id, result)
         if outcome == "not_found":
-            raise JobNotFound(f"no job with id {job_id!r} (finished results expire after "
-                              "result_ttl)")
+            raise JobNotFound(self._not_found(job_id))
         return outcome in ("cancelled", "requested")
 
     async def inspect(self, job_id: str) -> JobInfo:
@@ -508,10 +526,7 @@ class TaskQueue(BoundQueue):
         data = await self.backend.get_result(job_id)
         result = None if data is None else self._decode(data)
         if job is None and result is None:
-            raise JobNotFound(
-                f"no job with id {job_id!r}: it never existed, was purged, or its result "
-                "expired (result_ttl)"
-            )
+            raise JobNotFound(self._not_found(job_id))
         if job is not None and (result is None or job.state in ("queued", "running")):
             state: str = job.state
             if state == "queued" and job.eta is not None and job.eta > utcnow():
