@@ -50,7 +50,8 @@ class Chain:
         if not self._steps:
             raise ConfigurationError("an empty Chain has nothing to enqueue; add steps "
                                      "with .then(func, ...)")
-        jobs = [self._queue.make_job(f, a, k) for f, a, k in self._steps]
+        jobs = [self._queue.make_job(f, a, k, chained=n > 0)
+                for n, (f, a, k) in enumerate(self._steps)]
         for job in jobs[1:]:
             job.key = None  # an idempotency key names the whole chain: its first step
             job.id = deferred_job_id()  # stored when the step before has run

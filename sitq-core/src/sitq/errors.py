@@ -15,6 +15,7 @@ also derive from the matching builtin, so ``except ValueError`` keeps working::
     ├── SerializationError (ValueError)       cannot serialize/deserialize a payload or result
     │   ├── PayloadTooLarge                   the payload exceeds ``max_payload``
     │   └── SignatureError                    unsigned or wrongly signed payload, refused unread
+    ├── InvalidArguments (TypeError)          arguments that do not fit the task's signature
     ├── TaskNotFound (LookupError)            a task reference the worker cannot import
     ├── JobNotFound (LookupError)             ``get_result``/``inspect``/``cancel`` of an unknown id
     ├── TaskFailed                            ``Result.unwrap()`` of a failed job
@@ -41,6 +42,7 @@ __all__ = [
     "Cancelled",
     "ChainFailed",
     "ConfigurationError",
+    "InvalidArguments",
     "InvalidCron",
     "InvalidDatetime",
     "JobNotFound",
@@ -104,6 +106,10 @@ class PayloadTooLarge(SerializationError):
 
 class SignatureError(SerializationError):
     """A payload is unsigned, or signed with a key that is not configured."""
+
+
+class InvalidArguments(SitqError, TypeError):
+    """The arguments of an enqueued call do not fit the task function's signature."""
 
 
 class TaskNotFound(SitqError, LookupError):

@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
 
+from ._arguments import Check, arguments_checker
 from ._codec import call_encoder, decode_result, encode_cancelled, task_name
 from .backend import Backend, QueueStats
 from .config import Settings, load_settings
 from .context import ContextPropagator, ContextWrapper
-from .errors import ConfigurationError, JobNotFound
-from .job import Job, JobOptions, is_deferred_id, job_builder, new_job_id, utcnow
+from .errors import ConfigurationError, InvalidArguments, JobNotFound
+from .job import (
+    Job,
+    JobOptions,
+    deferred_job_id,
+    is_deferred_id,
+    job_builder,
+    new_job_id,
+    utcnow,
+)
 from .plugins import Registry, get_registry
 from .result import Result
 from .scheduling import Schedule, register_schedule
@@ -59,15 +68,22 @@ class BoundQueue:
 
     def make_job(
         self, func: Callable[..., Any], args: tuple[Any, ...] | list[Any],
-        kwargs: Mapping[str, Any], *, eta: datetime | None = None,
+        kwargs: Mapping[str, Any], *, eta: datetime | None = None, chained: bool = False,
     ) -> Job:
         """The :class:`Job` of ``func(*args, **kwargs)`` with this view's options (the
         context captured and the eta resolved now), not sent yet: :meth:`enqueue_jobs`
-        sends it (as :class:`Batch` and :class:`~sitq.Chain` do)."""
+        sends it (as :class:`Batch` and :class:`~sitq.Chain` do). ``chained``: a chain's
+        later step, called with the previous step's value before ``args``.
+
+        Raises :class:`InvalidArguments` when the call does not fit ``func``'s signature."""
         queue = self._queue
         recipe = queue._recipe(func, self._opts if eta is None else self._opts.merge(eta=eta))
+        recipe.check((None, *args) if chained else args, kwargs)
         headers = queue.context.capture() if queue.context else {}
-        return recipe.job(args, kwargs, headers, recipe.eta())
+        job = recipe.job(args, kwargs, headers, recipe.eta())
+        if self._opts.connection is not None:
+            job.id = deferred_job_id()  # stored when the caller's transaction commits
+        return job
 
     async def enqueue(
         self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any
@@ -101,10 +117,13 @@ class BoundQueue:
         # One context and one eta for every job of the call.
         headers = queue.context.capture() if queue.context else None
         eta = recipe.eta()
+        check = recipe.check
+        # A job enqueued in the caller's transaction is stored when that commits.
+        deferred = self._opts.connection is not None
 
         async def make() -> AsyncIterator[list[Job]]:
             chunk: list[Job] = []
-            for item in calls:
+            for number, item in enumerate(calls, 1):
                 if type(item) is tuple:  # the usual item, before the slower checks
                     args: tuple[Any, ...] = item
                     kwargs: Mapping[str, Any] = {}
@@ -118,7 +137,14 @@ class BoundQueue:
                         f"keyword arguments, got {type(item).__name__} {item!r}; wrap a single "
                         "argument as (value,)"
                     )
-                chunk.append(recipe.job(args, kwargs, dict(headers) if headers else {}, eta))
+                try:
+                    check(args, kwargs)
+                except InvalidArguments as exc:
+                    raise InvalidArguments(f"enqueue_many item {number}: {exc}") from None
+                job = recipe.job(args, kwargs, dict(headers) if headers else {}, eta)
+                if deferred:
+                    job.id = deferred_job_id()
+                chunk.append(job)
                 if len(chunk) >= CHUNK:
                     yield chunk
                     chunk = []
@@ -150,6 +176,7 @@ class BoundQueue:
         ``report("daily")`` every five minutes with this view's options. ``name`` (default:
         the function's ``module:qualname``) identifies the schedule's ticks in the backend.
         """
+        arguments_checker(func)(args, kwargs)
         schedule = Schedule(
             name or task_name(func), expression, func, tuple(args), dict(kwargs), tz,
             misfire_grace, self._opts, self._queue.default_queue,
@@ -311,8 +338,8 @@ class _Recipe:
     """What every job of one function with one set of options shares: the options
     merged with the task's, the task name, the payload encoder and the fixed fields."""
 
-    __slots__ = ("encode", "func", "inputs", "key", "max_retries", "name", "opts", "priority",
-                 "queue", "result_ttl", "serializer", "timed", "timeout")
+    __slots__ = ("check", "encode", "func", "inputs", "key", "max_retries", "name", "opts",
+                 "priority", "queue", "result_ttl", "serializer", "timed", "timeout")
 
     def __init__(
         self,
@@ -326,6 +353,8 @@ class _Recipe:
     ) -> None:
         self.func, self.opts, self.name, self.encode = func, opts, name, encode
         self.queue, self.serializer, self.inputs = queue, serializer, inputs
+        #: Raises InvalidArguments for a call that does not fit ``func``'s signature.
+        self.check: Check = arguments_checker(func)
         self.priority, self.max_retries = opts.priority or 0, opts.retries or 0
         self.timeout, self.key, self.result_ttl = opts.timeout, opts.key, opts.result_ttl
         #: Whether a job gets an eta (``eta=`` or a non-zero ``delay=``).
