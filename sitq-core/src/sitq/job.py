@@ -76,8 +76,9 @@ _DEFERRED = 0x800000
 
 
 def deferred_job_id() -> str:
-    """An id for a job that a worker stores later (a chain's later steps): the store does
-    not hold it yet, so ``get_result`` must wait for it rather than call it unknown."""
+    """An id for a job the store may not hold yet (a chain's later steps, stored by the
+    worker that runs the step before; a job enqueued in the caller's transaction, stored
+    when it commits): ``get_result`` waits for it rather than call it unknown."""
     job_id = new_job_id()
     return f"{job_id[:12]}{int(job_id[12:18], 16) | _DEFERRED:06x}{job_id[18:]}"
 
