@@ -23,19 +23,20 @@ async def test_a_failing_step_rolls_back_alone(tmp_path: Path) -> None:
     async with SQLiteBackend(str(tmp_path / "g.db")) as backend:
         before, after = make_job("q"), make_job("q")
         commits = 0
-        real_group = backend._group
+        store = backend.store
+        real_group = store._group
 
         def counting_group(conn: sqlite3.Connection, ops: list) -> list:
             nonlocal commits
             commits += 1
             return real_group(conn, ops)
 
-        backend._group = counting_group  # type: ignore[method-assign]
+        store._group = counting_group  # type: ignore[method-assign]
         # The first step goes to the connection thread at once; the ones that arrive while
         # it runs share the next transaction.
         outcomes = await asyncio.gather(
             backend.enqueue(make_job("q")), backend.enqueue(before),
-            backend._write(_broken_step), backend.enqueue(after), return_exceptions=True,
+            store.write(_broken_step), backend.enqueue(after), return_exceptions=True,
         )
         outcomes = outcomes[1:]
         assert outcomes[0] == before.id and outcomes[2] == after.id

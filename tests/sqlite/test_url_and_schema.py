@@ -6,14 +6,15 @@ import asyncio
 import multiprocessing
 import os
 import sqlite3
+import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-import sitq_sqlite.backend as backend_module
 from sitq import BackendError, BackendUnavailable, ConfigurationError, NotInstalled
 from sitq.plugins import get_registry
 from sitq.testing import make_job
@@ -86,9 +87,9 @@ def test_registry_and_keyword_options(tmp_path: Path) -> None:
         SQLiteBackend(str(tmp_path / "q.db"), synchronous="maybe")
 
 
-def test_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend_module, "aiosqlite", None)
-    with pytest.raises(NotInstalled, match="pip install sitq-sqlite"):
+def test_a_python_without_sqlite3_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sqlite3", None)  # as if built without it
+    with pytest.raises(NotInstalled, match="built without"):
         get_registry().backend("sqlite:////tmp/never-created.db")
 
 
@@ -101,11 +102,12 @@ async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 async def test_pragmas_applied(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     async with SQLiteBackend(str(path), synchronous="FULL", busy_timeout=1234) as backend:
-        got = await backend._run(
+        got = await backend.store.run(
             lambda conn: [conn.execute(f"PRAGMA {p}").fetchone()[0]
-                          for p in ("journal_mode", "synchronous", "busy_timeout")]
+                          for p in ("journal_mode", "synchronous")]
         )
-    assert got == ["wal", 2, 1234]
+        assert backend.lock_wait == SQLiteBackend.min_lock_wait  # 4 x 1.234 s is less
+    assert got == ["wal", 2]
     with sqlite3.connect(path) as plain:  # WAL is a property of the file
         assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -239,6 +241,21 @@ async def test_a_lock_held_too_long_is_a_clear_error(tmp_path: Path) -> None:
         holder.join()
 
 
+async def test_a_checkpoint_leaves_no_read_transaction_open(tmp_path: Path) -> None:
+    """The WAL checkpoint the backend runs after many inline enqueues once left its
+    statement open: the thread's next BEGIN IMMEDIATE then failed with
+    SQLITE_BUSY_SNAPSHOT as long as another process kept committing."""
+    path = tmp_path / "q.db"
+    async with _ImpatientBackend(str(path), busy_timeout=0) as backend:
+        await backend.enqueue_many([make_job("cp") for _ in range(20)])
+        await backend.store._checkpoint()
+        with sqlite3.connect(path, isolation_level=None) as other:  # another process commits
+            other.execute("INSERT INTO sitq_ticks (queue, name, tick, claimed_at)"
+                          " VALUES ('cp', 'other', 1, 1)")
+        when = datetime(2030, 1, 1, tzinfo=UTC)
+        assert await backend.claim_tick("mine", when, queue="cp")  # runs on the thread
+
+
 async def test_expired_results_and_dead_letters_are_purged(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     async with SQLiteBackend(str(path)) as backend:
@@ -279,7 +296,7 @@ def test_module_has_no_import_time_driver_dependency() -> None:
     import sys
 
     code = ("import sys, sitq_sqlite.plugin, sitq_sqlite; "
-            "assert 'aiosqlite' not in sys.modules, 'plugin import loaded the driver'")
+            "assert 'sitq_sqlite.backend' not in sys.modules, 'plugin import loaded it'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
 
 

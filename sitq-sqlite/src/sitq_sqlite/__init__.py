@@ -1,7 +1,7 @@
 """SQLite backend for sitq: ``sqlite:///path.db`` (see docs/backends/sqlite.md).
 
 ``SQLiteBackend`` is imported on first use, so importing this package (as the plugin
-manager does) does not load the aiosqlite driver.
+manager does) does not load sqlite3. The driver is Python's own ``sqlite3`` module.
 """
 
 from __future__ import annotations

@@ -11,13 +11,14 @@ from sitq.errors import ConfigurationError
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "OPTIONS", "SYNCHRONOUS", "SQLiteOptions", "parse_url"]
 
-#: Milliseconds a connection waits for the write lock before SQLite reports "busy".
+#: A step waits 4 x this many milliseconds (at least 20 s) for the write lock.
 DEFAULT_BUSY_TIMEOUT = 5000
 #: Accepted values of ``synchronous`` (SQLite's PRAGMA synchronous).
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: The query options a URL may carry, with what they mean.
 OPTIONS = {
-    "busy_timeout": "milliseconds to wait for the write lock (integer >= 0, default 5000)",
+    "busy_timeout": "milliseconds; a step waits 4x this, at least 20 s, for the write lock"
+    " (integer >= 0, default 5000)",
     "synchronous": "OFF, NORMAL (default) or FULL/EXTRA (survives power loss)",
 }
 
