@@ -35,11 +35,12 @@ def unique() -> str:
 
 def pytest_report_header() -> str:
     """Names the installed version of every backend driver (see tests/matrix/drivers.py)."""
+    import sqlite3
     from importlib.metadata import PackageNotFoundError, version
 
     from tests.matrix.drivers import ROWS
 
-    found = []
+    found = [f"sqlite3 (SQLite {sqlite3.sqlite_version})"]
     for row in ROWS:
         try:
             found.append(f"{row.driver} {version(row.driver)}")
